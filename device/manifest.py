@@ -1,0 +1,129 @@
+"""The model manifest: what the device needs to know to run a model correctly.
+
+Training writes it, the bundle carries it, the daemon reads it. Labels, input shape,
+quantisation, crop framing and the confidence threshold all come from here, so a new
+model with another label set or input size needs no code change on the Pi.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+UNKNOWN = "unknown"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    shape: list[int] = Field(description="Tensor shape including the batch dimension.")
+    dtype: Literal["int8", "uint8", "float32"] = Field(description="Element type.")
+    scale: float = Field(1.0, gt=0, description="Quantisation scale (1.0 for float32).")
+    zero_point: int = Field(0, description="Quantisation zero point (0 for float32).")
+
+
+class Preprocessing(_Strict):
+    color: Literal["gray"] = Field("gray", description="Colour conversion before resizing.")
+    size: int = Field(gt=8, le=512, description="Square input side in pixels.")
+    crop_scale: float = Field(
+        1.0, gt=0.5, le=3.0,
+        description="Square crop side as a multiple of the detector box's longer side.")
+    crop_shift_y: float = Field(
+        0.0, ge=-0.5, le=0.5,
+        description="Vertical shift of the crop centre as a fraction of the crop side.")
+    value_range: Literal["unit"] = Field(
+        "unit", description="Float input range before quantisation: 'unit' is [0, 1].")
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(min_length=1, description="Model family name.")
+    version: str = Field(min_length=1, description="Model version, unique per family.")
+    created: str = Field(description="ISO 8601 creation time.")
+    labels: list[str] = Field(min_length=2, description="Output labels in output order.")
+    input: TensorSpec
+    output: TensorSpec
+    output_kind: Literal["logits", "probabilities"] = Field(
+        "logits", description="Logits get softmax(z / temperature) on the device.")
+    temperature: float = Field(1.0, gt=0, description="Calibrated softmax temperature.")
+    min_confidence: float = Field(
+        0.55, ge=0.0, le=1.0, description="Below this top probability the face is 'unknown'.")
+    preprocessing: Preprocessing
+    model_file: str = Field("model.tflite", description="Model file name beside the manifest.")
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    model_bytes: int = Field(gt=0)
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Evaluation results.")
+    training: dict[str, Any] = Field(default_factory=dict, description="How it was trained.")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_ok(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("labels must be unique")
+        if UNKNOWN in v:
+            raise ValueError(f"'{UNKNOWN}' is reserved for low-confidence faces")
+        return v
+
+    @property
+    def size(self) -> int:
+        return self.preprocessing.size
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, malformed or does not match its model."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ManifestError(f"manifest not found: {path}") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise ManifestError(f"manifest {path} is not readable JSON: {e}") from e
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise ManifestError(f"manifest {path}: {where}: {first['msg']}") from e
+
+
+def verify_model_file(manifest: Manifest, model_path: Path) -> None:
+    """Raise ManifestError unless the file is exactly the model the manifest describes."""
+    if not model_path.is_file():
+        raise ManifestError(f"model file not found: {model_path}")
+    size = model_path.stat().st_size
+    if size != manifest.model_bytes:
+        raise ManifestError(
+            f"model {model_path} has {size} bytes, manifest says {manifest.model_bytes}"
+            " (truncated or wrong file)")
+    digest = sha256_file(model_path)
+    if digest != manifest.model_sha256:
+        raise ManifestError(f"model {model_path} sha256 {digest[:12]}… does not match manifest"
+                            f" {manifest.model_sha256[:12]}…")
+
+
+def write_manifest(manifest: Manifest, path: Path) -> None:
+    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+
+
+def manifest_schema() -> dict[str, Any]:
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://moodcam.invalid/schemas/manifest.schema.json"
+    return schema

@@ -29,12 +29,12 @@ class ModelLoadError(RuntimeError):
 
 
 def _litert() -> Any:
-    from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+    from ai_edge_litert.interpreter import Interpreter
     return Interpreter
 
 
 def _tflite() -> Any:
-    from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+    from tflite_runtime.interpreter import Interpreter
     return Interpreter
 
 

@@ -1,0 +1,172 @@
+"""`moodcam-train`: fit, evaluate, export bundles, make signing keys, measure framing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from device.bundle import BundleError, load_signing_key, public_key_hex, write_bundle
+from device.manifest import ManifestError
+from device.runtime import RUNTIMES, ModelLoadError, RuntimeUnavailable
+from training.data import LABEL_SETS, DataError
+
+log = logging.getLogger("moodcam-train")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="moodcam-train", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    f = sub.add_parser("fit", help="train, export int8, evaluate and bundle a model")
+    f.add_argument("--data", type=Path, required=True,
+                   help="FER-2013 zip or folder (<split>/<label>/*.jpg|png)")
+    f.add_argument("--out", type=Path, required=True, help="run directory (runs/NAME)")
+    f.add_argument("--labels", choices=sorted(LABEL_SETS), default="hsno",
+                   help="label set: hs=happy,sad; hsn=+neutral; hsno=+neutral,other")
+    f.add_argument("--arch", choices=("minixception", "mobilenetv2"), default="minixception")
+    f.add_argument("--size", type=int, default=64, help="input side in pixels")
+    f.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    f.add_argument("--epochs", type=int, default=80)
+    f.add_argument("--batch", type=int, default=64)
+    f.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    f.add_argument("--seed", type=int, default=1234)
+    f.add_argument("--val-fraction", type=float, default=0.1)
+    f.add_argument("--max-per-class", type=int, help="cap images per class (quick runs)")
+    f.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    f.add_argument("--min-confidence", type=float, default=0.55)
+    f.add_argument("--crop-scale", type=float, help="skip measuring the crop framing")
+    f.add_argument("--crop-shift-y", type=float)
+    f.add_argument("--detector", type=Path, help="YuNet .onnx used to measure framing")
+    f.add_argument("--key", type=Path, help="Ed25519 signing key (from `keygen`)")
+    f.add_argument("--name", default="moodcam-fer")
+    f.add_argument("--version", help="model version (default: UTC timestamp)")
+    f.add_argument("--no-augment", action="store_true")
+
+    e = sub.add_parser("evaluate", help="evaluate an int8 model on a labelled set")
+    e.add_argument("--model", type=Path, required=True,
+                   help="model directory, its manifest.json or its .tflite")
+    e.add_argument("--data", type=Path, required=True, help="zip or folder")
+    e.add_argument("--split", default="test", help="split to use when there are several")
+    e.add_argument("--runtime", choices=RUNTIMES, help="prefer this runtime")
+    e.add_argument("--min-confidence", type=float, help="override the manifest's threshold")
+    e.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    e.add_argument("--out", type=Path, help="also write the metrics JSON here")
+
+    x = sub.add_parser("export", help="pack a model directory into a deployable bundle")
+    x.add_argument("--model", type=Path, required=True, help="directory with manifest.json")
+    x.add_argument("--out", type=Path, required=True, help="bundle file (.tar)")
+    x.add_argument("--key", type=Path, help="Ed25519 signing key")
+
+    k = sub.add_parser("keygen", help="create an Ed25519 bundle-signing key")
+    k.add_argument("--out", type=Path, required=True, help="private key file (mode 0600)")
+
+    m = sub.add_parser("framing", help="measure the crop framing of a face set with YuNet")
+    m.add_argument("--data", type=Path, required=True)
+    m.add_argument("--detector", type=Path)
+    m.add_argument("--limit", type=int, default=1500)
+    return p
+
+
+def _fit(a: argparse.Namespace) -> int:
+    from training.fit import FitOptions
+    from training.pipeline import run_fit
+
+    opts = FitOptions(
+        data=a.data, out=a.out, labels=a.labels, arch=a.arch, size=a.size, width=a.width,
+        epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, val_fraction=a.val_fraction,
+        max_per_class=a.max_per_class, resume=a.resume, min_confidence=a.min_confidence,
+        crop_scale=a.crop_scale, crop_shift_y=a.crop_shift_y, key=a.key, name=a.name,
+        version=a.version, augment=not a.no_augment)
+    if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
+        raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
+                        " choose a new --out")
+    from training.evaluate import format_metrics
+
+    metrics = run_fit(opts, a.detector)
+    metrics.setdefault("model", {"name": a.name, "version": "", "runtime": "ai-edge-litert"})
+    metrics.update({"data": str(a.data), "split": "test"})
+    if "happy_vs_sad" in metrics or "coverage" in metrics:
+        print(format_metrics(_with_model(metrics, a.out)))
+    print(f"run written to {a.out}")
+    return 0
+
+
+def _with_model(metrics: dict[str, object], out: Path) -> dict[str, object]:
+    from device.manifest import load_manifest
+
+    man = load_manifest(out / "manifest.json")
+    return {**metrics, "model": {"name": man.name, "version": man.version,
+                                 "runtime": "ai-edge-litert"}}
+
+
+def _evaluate(a: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_model, format_metrics, write_metrics
+
+    metrics = evaluate_model(a.model, a.data, a.split, a.runtime, a.min_confidence)
+    if a.out:
+        write_metrics(metrics, a.out)
+    print(json.dumps(metrics) if a.json else format_metrics(metrics))
+    return 0
+
+
+def _framing(a: argparse.Namespace) -> int:
+    from training.data import load_splits
+    from training.framing import measure_framing
+    from training.pipeline import find_yunet
+
+    yunet = find_yunet(a.detector)
+    if yunet is None:
+        raise DataError("no YuNet model: pass --detector PATH")
+    splits, _ = load_splits(a.data, drop_twins=False)
+    images = splits.get("test", next(iter(splits.values()))).images
+    print(json.dumps(measure_framing(images, yunet, a.limit)))
+    return 0
+
+
+def _keygen(a: argparse.Namespace) -> int:
+    if a.out.exists():
+        raise DataError(f"{a.out} exists; refusing to overwrite a signing key")
+    seed = os.urandom(32)
+    fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(seed.hex() + "\n")
+    pub = public_key_hex(seed)
+    a.out.with_name(a.out.name + ".pub").write_text(pub + "\n")
+    print(f"private key: {a.out} (keep it off the devices)\npublic key:  {pub}"
+          f"\n(also in {a.out}.pub; put it in [model] public_key_file on each device)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if a.cmd == "fit":
+            return _fit(a)
+        if a.cmd == "evaluate":
+            return _evaluate(a)
+        if a.cmd == "export":
+            seed = load_signing_key(a.key) if a.key else None
+            print(write_bundle(a.out, a.model, seed))
+            return 0
+        if a.cmd == "keygen":
+            return _keygen(a)
+        if a.cmd == "framing":
+            return _framing(a)
+    except (DataError, ManifestError, BundleError, ModelLoadError, RuntimeUnavailable,
+            FileNotFoundError, ValueError) as e:
+        print(f"moodcam-train: error: {e}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Evaluate any int8 model with its manifest on any labelled folder set, on the device path.
+
+Faces go through device.preprocess and device.classify exactly as on the Pi, so the
+numbers here are the numbers the daemon would produce on the same crops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.classify import Classifier
+from device.manifest import load_manifest
+from device.preprocess import face_tensor
+from device.runtime import RuntimeName
+from training.data import DataError, load_splits
+from training.metrics import evaluate_probs
+
+log = logging.getLogger(__name__)
+
+
+def model_dir_of(model: Path) -> Path:
+    """Accept the model directory, its manifest.json or its .tflite."""
+    if model.is_dir():
+        return model
+    if model.suffix in (".json", ".tflite"):
+        return model.parent
+    raise FileNotFoundError(f"{model}: pass a model directory, its manifest.json or .tflite")
+
+
+def classify_faces(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
+    """Already-cropped faces (any size) -> N x labels probabilities, the device's way."""
+    probs = [clf.probabilities(clf.raw(face_tensor(im, clf.size))) for im in images]
+    return np.stack(probs) if probs else np.zeros((0, len(clf.labels)), np.float32)
+
+
+def evaluate_model(model: Path, data: Path, split: str | None = "test",
+                   runtime: RuntimeName | None = None,
+                   min_confidence: float | None = None) -> dict[str, Any]:
+    mdir = model_dir_of(model)
+    manifest = load_manifest(mdir / "manifest.json")
+    clf = Classifier(manifest, mdir / manifest.model_file, prefer=runtime,
+                     min_confidence=min_confidence)
+    splits, report = load_splits(data, drop_twins=False)
+    if split and split in splits:
+        chosen = splits[split]
+    elif len(splits) == 1:
+        split, chosen = next(iter(splits.items()))
+    else:
+        raise DataError(f"{data} has splits {', '.join(sorted(splits))}; choose one with"
+                        " --split")
+    probs = classify_faces(clf, chosen.images)
+    metrics = evaluate_probs(probs, chosen.emotions, manifest.labels, clf.min_confidence)
+    metrics.update({"model": {"name": manifest.name, "version": manifest.version,
+                              "sha256": manifest.model_sha256, "runtime": clf.runtime},
+                    "data": str(data), "split": split,
+                    "skipped": {"unreadable": len(report.unreadable),
+                                "near_blank": len(report.near_blank)}})
+    return metrics
+
+
+def format_metrics(m: dict[str, Any]) -> str:
+    """The human summary: the 2021 report's table plus the honest-count numbers."""
+    lines = [f"model {m['model']['name']} {m['model']['version']} on {m['data']}"
+             f" [{m['split']}], {m['images']} images, runtime {m['model']['runtime']}"]
+    if "happy_vs_sad" in m:
+        hs = m["happy_vs_sad"]
+        lines.append(f"happy-vs-sad accuracy: {hs['accuracy']:.2%} (n={hs['n']})")
+    if "neutral_leak" in m:
+        nl = m["neutral_leak"]
+        lines.append(f"neutral leak at {m['min_confidence']:.2f}: {nl['rate']:.2%} "
+                     f"(as happy {nl['as_happy']:.2%}, as sad {nl['as_sad']:.2%}, n={nl['n']})")
+    if "coverage" in m:
+        lines.append(f"accuracy (argmax, own labels): {m['accuracy_argmax']:.2%}; coverage at "
+                     f"{m['min_confidence']:.2f}: {m['coverage']:.2%}, accuracy when covered: "
+                     f"{m['accuracy_covered']:.2%}; ECE {m['ece']:.3f}")
+        lines.append(confusion_table(m))
+    for lab, c in m.get("counts", {}).items():
+        lines.append(f"{lab} count on the whole mix: counted {c['counted']} vs true {c['true']}"
+                     f" (error {c['count_error']:+.1%}, precision {c['precision']:.2%},"
+                     f" recall {c['recall']:.2%})")
+    return "\n".join(lines)
+
+
+def confusion_table(m: dict[str, Any]) -> str:
+    """Markdown confusion matrix with an UNCERTAIN column and F1 per class."""
+    c = m["confusion"]
+    head = "| true \\ predicted | " + " | ".join(c["columns"]) + " | F1 |"
+    sep = "|---" * (len(c["columns"]) + 2) + "|"
+    rows = []
+    for name, row in zip(c["rows"], c["matrix"], strict=True):
+        total = max(1, sum(row))
+        cells = " | ".join(f"{v / total:.1%}" for v in row)
+        rows.append(f"| {name} | {cells} | {m['f1'][name]:.3f} |")
+    return "\n".join([head, sep, *rows])
+
+
+def write_metrics(m: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(m, indent=1) + "\n")

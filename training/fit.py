@@ -1,0 +1,207 @@
+"""Train a face-mood classifier with checkpoints that survive interruption (`--resume`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.augment import AugmentConfig, augment_batch
+from training.data import (
+    LABEL_SETS,
+    LoadReport,
+    check_classes,
+    class_weights,
+    load_splits,
+    map_labels,
+    stratified_split,
+    to_array,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOptions:
+    data: Path
+    out: Path
+    labels: str = "hsno"
+    arch: str = "minixception"
+    size: int = 64
+    width: float = 1.0
+    epochs: int = 80
+    batch: int = 64
+    lr: float = 3e-3
+    seed: int = 1234
+    val_fraction: float = 0.1
+    max_per_class: int | None = None
+    resume: bool = False
+    min_confidence: float = 0.55
+    crop_scale: float | None = None
+    crop_shift_y: float | None = None
+    key: Path | None = None
+    name: str = "moodcam-fer"
+    version: str | None = None
+    augment: bool = True
+
+
+@dataclass
+class Prepared:
+    """Arrays ready for training: uint8 faces at the model size and class indices."""
+
+    label_set: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    test_images: list[np.ndarray]
+    test_emotions: list[str]
+    report: LoadReport
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(opts: FitOptions) -> Prepared:
+    if opts.labels not in LABEL_SETS:
+        raise ValueError(f"unknown label set {opts.labels!r}; choose {', '.join(LABEL_SETS)}")
+    label_set = LABEL_SETS[opts.labels]
+    splits, report = load_splits(opts.data)
+    if "train" not in splits:
+        raise ValueError(f"{opts.data} has no 'train' split (found {', '.join(splits)})")
+    train = splits["train"]
+    y = map_labels(train.emotions, label_set)
+    keep = np.flatnonzero(y >= 0)
+    if opts.max_per_class:
+        rng = np.random.default_rng(opts.seed)
+        capped = [rng.permutation(keep[y[keep] == c])[: opts.max_per_class]
+                  for c in range(len(label_set))]
+        keep = np.sort(np.concatenate(capped))
+    y = y[keep]
+    check_classes("train", y, label_set)
+    x = to_array([train.images[i] for i in keep], opts.size)
+    tr, va = stratified_split(y, opts.val_fraction, opts.seed)
+    test = splits.get("test")
+    return Prepared(label_set, x[tr], y[tr], x[va], y[va],
+                    test.images if test else [], test.emotions if test else [], report)
+
+
+class Checkpointer:
+    """Full model (weights + optimizer) and run state after every epoch, atomically."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir / "checkpoint"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.model_path = self.dir / "last.keras"
+        self.best_path = self.dir / "best.weights.h5"
+        self.state_path = self.dir / "state.json"
+
+    def load_state(self) -> dict[str, Any] | None:
+        if not (self.state_path.exists() and self.model_path.exists()):
+            return None
+        state: dict[str, Any] = json.loads(self.state_path.read_text())
+        return state
+
+    def save(self, model: Any, state: dict[str, Any], best: bool) -> None:
+        tmp = self.dir / "last.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.model_path)
+        if best:
+            tmpw = self.dir / "best.tmp.weights.h5"
+            model.save_weights(tmpw)
+            os.replace(tmpw, self.best_path)
+        tmps = self.state_path.with_suffix(".tmp")
+        tmps.write_text(json.dumps(state, indent=1))
+        os.replace(tmps, self.state_path)
+
+
+def _dataset(tf: Any, x: np.ndarray, y: np.ndarray, n_classes: int, batch: int,
+             weights: dict[int, float] | None, aug: AugmentConfig | None, seed: int,
+             shuffle: bool) -> Any:
+    w = np.ones(len(y), np.float32) if weights is None else np.array(
+        [weights[int(c)] for c in y], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, w))
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch)
+
+    def _map(xb: Any, yb: Any, wb: Any) -> Any:
+        xf = tf.cast(xb, tf.float32)[..., None] / 255.0
+        if aug is not None:
+            xf = augment_batch(xf, aug)
+        return xf, tf.one_hot(yb, n_classes), wb
+
+    return ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def _compile(keras: Any, model: Any, lr: float, steps: int) -> None:
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr * 0.1, decay_steps=steps, warmup_target=lr,
+        warmup_steps=max(1, steps // 40), alpha=0.01)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.05),
+        metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
+
+
+def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
+    """Train (or resume) and return the model with the best validation weights."""
+    import keras
+    import tensorflow as tf
+
+    from training.models import build
+
+    keras.utils.set_random_seed(opts.seed)
+    n = len(prep.label_set)
+    ck = Checkpointer(opts.out)
+    state = ck.load_state() if opts.resume else None
+    steps = opts.epochs * int(np.ceil(len(prep.y_train) / opts.batch))
+    if state is not None:
+        model = keras.models.load_model(ck.model_path)
+        log.info("resuming %s from epoch %d", opts.out, state["epoch"])
+    else:
+        if opts.resume:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", opts.out)
+        model = build(opts.arch, opts.size, n, opts.width)
+        _compile(keras, model, opts.lr, steps)
+        state = {"epoch": 0, "history": {}, "best_val_loss": None, "options": _jsonable(opts)}
+    weights = class_weights(prep.y_train, n)
+    aug = AugmentConfig() if opts.augment else None
+    ds_train = _dataset(tf, prep.x_train, prep.y_train, n, opts.batch, weights, aug,
+                        opts.seed, True)
+    ds_val = _dataset(tf, prep.x_val, prep.y_val, n, 256, None, None, opts.seed, False)
+
+    class _Save(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            assert state is not None
+            for k, v in (logs or {}).items():
+                state["history"].setdefault(k, []).append(float(v))
+            state["epoch"] = epoch + 1
+            vl = float((logs or {}).get("val_loss", np.inf))
+            best = state["best_val_loss"] is None or vl < state["best_val_loss"]
+            if best:
+                state["best_val_loss"] = vl
+                state["best_epoch"] = epoch + 1
+            ck.save(self.model, state, best)
+
+    if state["epoch"] < opts.epochs:
+        t0 = time.time()
+        model.fit(ds_train, validation_data=ds_val, epochs=opts.epochs,
+                  initial_epoch=state["epoch"], callbacks=[_Save()],
+                  verbose=1 if sys.stderr.isatty() else 2)
+        state.setdefault("wall_s", 0.0)
+        state["wall_s"] += time.time() - t0
+        ck.state_path.write_text(json.dumps(state, indent=1))
+    if ck.best_path.exists():
+        model.load_weights(ck.best_path)
+    return model, state
+
+
+def _jsonable(opts: FitOptions) -> dict[str, Any]:
+    d = asdict(opts)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k != "key"}

@@ -1,0 +1,183 @@
+"""The evaluation report (markdown + PNG plots) and the model card."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.evaluate import confusion_table
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: dict[str, list[float]], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", axes[0]), ("acc", axes[1])):
+        if key in history:
+            ax.plot(range(1, len(history[key]) + 1), history[key], label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(range(1, len(history[f"val_{key}"]) + 1), history[f"val_{key}"],
+                    label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(metrics: dict[str, Any], path: Path, title: str) -> None:
+    plt = _plt()
+    c = metrics["confusion"]
+    cm = np.array(c["matrix"], dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.3 * len(c["columns"]) + 2, 1.1 * len(c["rows"]) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(c["columns"])), c["columns"], rotation=30)
+    ax.set_yticks(range(len(c["rows"])), c["rows"])
+    for i in range(norm.shape[0]):
+        for j in range(norm.shape[1]):
+            ax.text(j, i, f"{norm[i, j]:.0%}\n{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """curves: name -> (probs, y); confidence vs accuracy in 15 bins."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    edges = np.linspace(0, 1, 16)
+    for name, (probs, y) in curves.items():
+        conf = probs.max(axis=1)
+        ok = probs.argmax(axis=1) == y
+        xs, ys = [], []
+        for lo, hi in itertools.pairwise(edges):
+            m = (conf > lo) & (conf <= hi)
+            if m.sum() >= 5:
+                xs.append(conf[m].mean())
+                ys.append(ok[m].mean())
+        ax.plot(xs, ys, "o-", label=name)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability on validation")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2%}"
+
+
+def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    nl = m.get("neutral_leak", {})
+    rows = [
+        ("happy-vs-sad accuracy (FER-2013 test)", _pct(m.get("happy_vs_sad", {}).get("accuracy"))),
+        (f"neutral leak at {m['min_confidence']:.2f}", _pct(nl.get("rate"))),
+        ("accuracy, own labels (argmax)", _pct(m.get("accuracy_argmax"))),
+        (f"coverage at {m['min_confidence']:.2f}", _pct(m.get("coverage"))),
+        ("accuracy when covered", _pct(m.get("accuracy_covered"))),
+        ("ECE (test, calibrated)", f"{m.get('ece', float('nan')):.3f}"),
+    ]
+    for lab, c in m.get("counts", {}).items():
+        rows.append((f"{lab} count error on the whole test mix", f"{c['count_error']:+.1%}"))
+        rows.append((f"{lab} count precision on the whole test mix", _pct(c["precision"])))
+    return rows
+
+
+def write_report(run: Path, ctx: dict[str, Any]) -> Path:
+    m = ctx["metrics"]
+    lines = [f"# moodcam model report: {ctx['name']} {ctx['version']}", "",
+             f"Trained by `{ctx['command']}`; wall time {ctx['wall_s'] / 60:.1f} min on "
+             f"{ctx['cpus']} CPU cores.", "",
+             "## Headline (int8 model, device runtime, FER-2013 test)", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary_rows(m)]
+    lines += ["", "## Confusion matrix (rows: true; UNCERTAIN = below minimum confidence)", "",
+              confusion_table(m), "", "![confusion](confusion.png)", "",
+              "## Training curves", "", "![curves](training_curves.png)", "",
+              "## Calibration (validation)", "",
+              f"Temperature {ctx['temperature']:.3f}: ECE {ctx['ece_before']:.3f} before, "
+              f"{ctx['ece_after']:.3f} after temperature scaling.", "",
+              "![reliability](reliability.png)", "",
+              "## Export", "",
+              f"- int8 vs float agreement on test labels: {ctx['agreement']:.2%}",
+              f"- model size: {ctx['model_bytes']:,} bytes; sha256 `{ctx['sha256']}`",
+              f"- crop framing: scale {ctx['crop_scale']}, shift_y {ctx['crop_shift_y']}"
+              f" ({ctx['framing_source']})", "",
+              "## Data", "", "```", _dict_lines(ctx["data_report"]), "```", ""]
+    path = run / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _dict_lines(d: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(d, indent=1)
+
+
+def write_model_card(run: Path, ctx: dict[str, Any]) -> Path:
+    m = ctx["metrics"]
+    labels = ", ".join(ctx["labels"])
+    text = f"""# Model card: {ctx['name']} {ctx['version']}
+
+## Model
+- Task: classify a detected face crop as one of: {labels} (below minimum confidence
+  {m['min_confidence']:.2f} the device reports `unknown`).
+- Architecture: {ctx['arch']} (width {ctx['width']}), input {ctx['size']}x{ctx['size']}x1
+  grayscale, trained from scratch; full-integer int8 TFLite, {ctx['model_bytes']:,} bytes.
+- Output: logits; the device applies softmax with the calibrated temperature
+  {ctx['temperature']:.3f}.
+
+## Intended use
+Aggregated, anonymous mood counts beside a digital sign (moodcam). Not for identifying
+people, not for decisions about an individual, not for any use where a wrong answer
+about one person matters. Counts are estimates; compare trends, not single windows.
+
+## Training data
+FER-2013 (Kaggle image-folder release): 48x48 grayscale web faces, research use, no
+formal licence. Train/test pixel twins removed from train; near-blank images skipped;
+validation is a seeded stratified {ctx['val_fraction']:.0%} of train. Class imbalance
+handled with inverse-frequency class weights. Augmented towards camera faces (flips,
+shifts, zoom, rotation, brightness, contrast, gamma, blur/sharpen, noise, down-up scaling).
+
+## Evaluation (int8, device runtime, FER-2013 test)
+""" + "\n".join(f"- {k}: {v}" for k, v in summary_rows(m)) + f"""
+
+## Limitations and biases
+- FER-2013 is web imagery: posed and spontaneous expressions, skewed in age, ethnicity
+  and lighting; accuracy on a real shop camera will be lower than on FER's test set.
+- Expressions are not emotions: a smile is counted as happy whatever the person feels.
+- Neutral faces are the majority at a real sign; the neutral leak above is how often such
+  a face is still counted as happy or sad.
+- Grayscale, frontal faces; profile views and occluded faces are mostly `unknown` or
+  missed by the detector.
+
+## Reproduce
+`{ctx['command']}` then
+`moodcam-train evaluate --model {ctx['model_ref']} --data fer2013.zip`.
+"""
+    path = run / "MODEL_CARD.md"
+    path.write_text(text)
+    return path

@@ -54,7 +54,7 @@ def test_corrupt_and_blank_images_are_skipped_and_counted(tmp_path: Path) -> Non
     (root / "train" / "sad" / "truncated.png").write_bytes(
         (root / "train" / "sad" / "train_sad_0.png").read_bytes()[:40])
     cv2.imwrite(str(root / "train" / "sad" / "black.png"), np.zeros((48, 48), np.uint8))
-    splits, report = load_splits(root)
+    _, report = load_splits(root)
     assert len(report.unreadable) == 2
     assert report.near_blank == ["train/sad/black.png"]
     assert report.counts["train"] == {"happy": 3, "sad": 3}
@@ -84,7 +84,7 @@ def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_missing_class_is_a_clear_error(tmp_path: Path) -> None:
     splits, _ = load_splits(write_tree(tmp_path, {"train": {"happy": 3, "neutral": 3}}))
     y = map_labels(splits["train"].emotions, LABEL_SETS["hsn"])
-    with pytest.raises(DataError, match="no images for class.*sad"):
+    with pytest.raises(DataError, match=r"no images for class.*sad"):
         check_classes("train", y, LABEL_SETS["hsn"])
 
 
@@ -105,7 +105,7 @@ def test_class_weights_balance_happy_and_sad() -> None:
 
 
 def test_fer_download_loads_with_its_known_defects(fer_zip: Path) -> None:
-    splits, report = load_splits(fer_zip)
+    _, report = load_splits(fer_zip)
     assert report.files == 35887
     assert report.test_with_twin == 567  # 568 minus one near-blank test image
     assert report.twins_dropped_by_label["happy"] == 57

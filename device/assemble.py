@@ -1,0 +1,117 @@
+"""Building the stages from a config: shared by `run`, `replay`, `classify` and `bench`.
+
+Every expected failure (bad model, missing detector file, absent camera) becomes a
+StartupError carrying one line that says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from pathlib import Path
+
+from device.capture import CaptureError, FrameSource, LatestFrameGrabber, make_source
+from device.classify import Classifier
+from device.config import Config, ConfigError, parse_config, resolve_model_dir
+from device.detect import DetectorError, FaceDetector, make_detector
+from device.manifest import ManifestError
+from device.runtime import ModelLoadError, RuntimeUnavailable
+from device.track import Tracker
+
+log = logging.getLogger(__name__)
+
+SYSTEM_STATE = Path("/var/lib/moodcam")
+
+
+class StartupError(RuntimeError):
+    """An expected, explainable failure; str() is the one line shown to the user."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def hostname_device_id() -> str:
+    """The host name made into a valid device id (one MQTT topic level)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-.")[:64]
+    return name or "moodcam"
+
+
+def state_dir() -> Path:
+    """Where a run without a config keeps its spool: /var/lib/moodcam when writable (the
+    service), else $XDG_STATE_HOME/moodcam, ~/.local/state/moodcam or ./.moodcam."""
+    if SYSTEM_STATE.is_dir() and os.access(SYSTEM_STATE, os.W_OK):
+        return SYSTEM_STATE
+    candidates = []
+    if os.environ.get("XDG_STATE_HOME"):
+        candidates.append(Path(os.environ["XDG_STATE_HOME"]) / "moodcam")
+    home = Path.home()
+    if str(home) not in ("", "/"):
+        candidates.append(home / ".local" / "state" / "moodcam")
+    for c in candidates:
+        try:
+            c.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(c, os.W_OK):
+            return c
+    return Path.cwd() / ".moodcam"
+
+
+def builtin_config(device_id: str | None = None) -> Config:
+    """Defaults for a run without --config: this host's name, the spool in a state dir
+    the user can write."""
+    try:
+        return parse_config({"device_id": device_id or hostname_device_id(),
+                             "spool": {"path": str(state_dir() / "spool.sqlite")}})
+    except ConfigError as e:
+        raise StartupError(e.problems[0], 2) from None
+
+
+def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
+    d = model_dir or resolve_model_dir(cfg.model)
+    prefer = None if cfg.model.runtime == "auto" else cfg.model.runtime
+    try:
+        return Classifier.from_dir(d, prefer=prefer, num_threads=cfg.model.threads,
+                                   min_confidence=cfg.model.min_confidence)
+    except (ManifestError, ModelLoadError, RuntimeUnavailable) as e:
+        raise StartupError(f"model: {e}") from None
+    except OSError as e:
+        raise StartupError(f"model: cannot read {d}: {e.strerror or e}") from None
+
+
+def load_detector(cfg: Config) -> FaceDetector:
+    d = cfg.detector
+    try:
+        return make_detector(d.yunet_model, d.kind, d.score_threshold, d.nms_threshold,
+                             d.min_face_px, d.max_faces)
+    except DetectorError as e:
+        raise StartupError(f"detector: {e}") from None
+
+
+def make_tracker(cfg: Config) -> Tracker:
+    t = cfg.tracker
+    return Tracker(iou_threshold=t.iou_threshold, min_hits=t.min_hits, max_age_s=t.max_age_s)
+
+
+def make_camera(cfg: Config, realtime: bool = True, spec: str | None = None,
+                sample_frames: int | None = None) -> FrameSource:
+    c = cfg.camera
+    try:
+        return make_source(spec or c.source, c.width, c.height, c.max_fps, realtime=realtime,
+                           sample_frames=sample_frames)
+    except CaptureError as e:
+        raise StartupError(f"camera: {e}") from None
+
+
+def start_grabber(cfg: Config, source: FrameSource) -> LatestFrameGrabber:
+    c = cfg.camera
+    grabber = LatestFrameGrabber(source, max_fps=c.max_fps, retry_initial_s=c.retry_initial_s,
+                                 retry_max_s=c.retry_max_s)
+    try:
+        grabber.start()
+    except CaptureError as e:
+        raise StartupError(f"camera: {e}") from None
+    return grabber

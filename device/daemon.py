@@ -1,0 +1,318 @@
+"""`moodcam run`: the long-running service.
+
+Start-up order matters for systemd: READY=1 is sent only once the model is verified,
+the camera delivers and the spool is open, so `systemctl start` fails visibly when any
+of them cannot work. Signals only set flags; the main loop acts on them between frames,
+so a window is never half-processed when it is closed, spooled and published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from device import __version__
+from device.aggregate import iso
+from device.assemble import (
+    StartupError,
+    load_classifier,
+    load_detector,
+    make_camera,
+    make_tracker,
+    start_grabber,
+)
+from device.capture import LatestFrameGrabber
+from device.config import Config, ConfigError, load_config
+from device.notify import Notifier, watchdog_interval
+from device.pipeline import Pipeline, StageTimes, model_info
+from device.spool import Spool
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 10.0  # publishing the last window; systemd's TimeoutStopSec is longer
+
+
+class Publisher(Protocol):
+    def start(self) -> None: ...
+    def submit_window(self, payload: dict[str, Any]) -> int: ...
+    def publish_status(self, status: dict[str, Any]) -> None: ...
+    def stop(self, timeout: float) -> None: ...
+
+
+def make_publisher(cfg: Config, spool: Spool, on_content: Any) -> Publisher | None:
+    if not cfg.mqtt.enabled:
+        return None
+    from device.mqtt import MqttPublisher  # paho is only needed when publishing
+
+    pub: Publisher = MqttPublisher(cfg.mqtt, cfg.campaign, cfg.device_id, spool, on_content)
+    return pub
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: Path | None = None,
+                 print_windows: bool = False, duration: float | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.print_windows = print_windows
+        self.duration = duration
+        self.notifier = Notifier()
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._content: queue.SimpleQueue[tuple[str | None, float]] = queue.SimpleQueue()
+        self.times = StageTimes()
+        self.frames = 0
+        self._fps = 0.0
+        self._last_frame = 0.0
+        self.last_window_id: str | None = None
+        self.spool: Spool | None = None
+        self.publisher: Publisher | None = None
+        self.grabber: LatestFrameGrabber | None = None
+        self.pipeline: Pipeline | None = None
+
+    # -- start-up ----------------------------------------------------------------
+    def _build_pipeline(self, cfg: Config, content_id: str | None) -> Pipeline:
+        classifier = load_classifier(cfg)
+        detector = load_detector(cfg)
+        log.info("model %s %s (%s, %s), detector %s", classifier.manifest.name,
+                 classifier.manifest.version, classifier.manifest.model_sha256[:12],
+                 classifier.runtime, detector.describe())
+        return Pipeline.build(detector, classifier, cfg.device_id,
+                              float(cfg.aggregate.window_s), sink=self._sink,
+                              tracker=make_tracker(cfg), content_id=content_id,
+                              times=self.times)
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.pipeline = self._build_pipeline(cfg, cfg.campaign.default_content_id)
+        try:
+            self.spool = Spool(cfg.spool.path, cfg.spool.max_windows)
+        except Exception as e:  # sqlite3 and OS errors: unwritable dir, locked file
+            raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
+        self.grabber = start_grabber(cfg, make_camera(cfg))
+        log.info("camera %s", self.grabber.source.describe())
+        self.publisher = make_publisher(cfg, self.spool, self._on_content)
+        if self.publisher is not None:
+            self.publisher.start()
+
+    def _on_content(self, content_id: str | None, *_: Any) -> None:
+        # Called on the MQTT thread: hand over to the main loop, stamped on arrival.
+        self._content.put((content_id, time.time()))
+
+    # -- windows -------------------------------------------------------------------
+    def _sink(self, payload: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            seq = self.publisher.submit_window(payload)
+        elif self.spool is not None:
+            seq = self.spool.put(payload)
+        else:
+            seq = 0
+        self.last_window_id = payload["window_id"]
+        log.info("window %s: %d viewers, %d detections, %d frames (seq %d)",
+                 payload["window_id"], payload["viewers_total"], payload["detections_total"],
+                 payload["frames"], seq)
+        if self.print_windows:
+            sys.stdout.write(json.dumps({**payload, "seq": seq}) + "\n")
+            sys.stdout.flush()
+
+    # -- status --------------------------------------------------------------------
+    def status(self, state: str | None = None) -> dict[str, Any]:
+        """The retained status payload (device/schemas/status.schema.json)."""
+        p, g = self.pipeline, self.grabber
+        assert p is not None and g is not None
+        cam_state = {"ok": "ok", "starting": "ok", "retrying": "retrying"}.get(g.state, "lost")
+        if state is None:
+            state = "running" if cam_state == "ok" else "degraded"
+        age = (round(time.monotonic() - self._last_frame, 3) if self._last_frame else None)
+        connected = bool(getattr(self.publisher, "connected", False))
+        return {
+            "schema": "moodcam/status/1",
+            "device_id": self.cfg.device_id,
+            "version": __version__,
+            "state": state,
+            "started_at": iso(round(self.started)),
+            "uptime_s": round(time.time() - self.started, 1),
+            "model": {**model_info(p.classifier), "runtime": p.classifier.runtime,
+                      "labels": list(p.classifier.labels)},
+            "detector": p.detector.name,
+            "camera": {"source": g.source.describe(), "state": cam_state,
+                       "frames": self.frames, "last_frame_age_s": age},
+            "fps": self._fps,
+            "spool": {"depth": self.spool.depth() if self.spool else 0,
+                      "dropped": self.spool.dropped() if self.spool else 0},
+            "mqtt": {"connected": connected},
+            "content_id": p.aggregator.content_id,
+            "last_window_id": self.last_window_id,
+        }
+
+    def _status_line(self) -> str:
+        g = self.grabber
+        assert g is not None and self.pipeline is not None
+        return (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
+                f"viewers now, {self.pipeline.windows_emitted} windows, spool "
+                f"{self.spool.depth() if self.spool else 0}")
+
+    # -- the loop ------------------------------------------------------------------
+    def run(self) -> int:
+        self.start()
+        assert self.grabber is not None and self.pipeline is not None
+        self.notifier.ready(f"running: {self.grabber.source.describe()}")
+        log.info("moodcam %s running as %s", __version__, self.cfg.device_id)
+        wd = watchdog_interval()
+        status_every = self.cfg.mqtt.status_interval_s
+        last_ping = last_status = last_fps_t = time.monotonic()
+        fps_frames = 0
+        cam_state = self.grabber.state
+        deadline = time.monotonic() + self.duration if self.duration else None
+        self._publish_status()
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            self._drain_content()
+            frame = self.grabber.get(timeout=0.5)
+            now_wall = time.time()
+            if frame is not None:
+                ts = frame.ts if self.grabber.source.live else now_wall
+                self.pipeline.process(frame.image, ts)
+                self.frames += 1
+                fps_frames += 1
+                self._last_frame = time.monotonic()
+            else:
+                self.pipeline.tick(now_wall)
+                if self.grabber.ended:
+                    log.info("source ended: stopping")
+                    break
+            now = time.monotonic()
+            if now - last_fps_t >= 2.0:
+                self._fps = round(fps_frames / (now - last_fps_t), 2)
+                fps_frames, last_fps_t = 0, now
+            if wd and now - last_ping >= wd and self._last_frame > last_ping:
+                # Frames flowed since the last ping: a stuck camera or loop stops the
+                # pings and systemd restarts us.
+                self.notifier.watchdog()
+                last_ping = now
+            if now - last_status >= status_every or self.grabber.state != cam_state:
+                cam_state = self.grabber.state
+                self._publish_status()
+                last_status = now
+            if deadline is not None and now >= deadline:
+                break
+        return self.shutdown()
+
+    def _drain_content(self) -> None:
+        assert self.pipeline is not None
+        while True:
+            try:
+                cid, ts = self._content.get_nowait()
+            except queue.Empty:
+                return
+            log.info("content now %s", cid)
+            self.pipeline.set_content(cid, ts)
+
+    def _publish_status(self, state: str | None = None) -> None:
+        self.notifier.status(self._status_line())
+        if self.publisher is not None:
+            try:
+                self.publisher.publish_status(self.status(state))
+            except Exception as e:  # status is best effort; windows are what matters
+                log.warning("status not published: %s", e)
+
+    def shutdown(self) -> int:
+        self.notifier.stopping()
+        log.info("stopping: closing the current window")
+        if self.publisher is not None and self.grabber is not None:
+            self._publish_status("stopping")
+        if self.grabber is not None:
+            self.grabber.stop()
+        if self.pipeline is not None:
+            self._drain_content()
+            self.pipeline.close(time.time())
+        if self.publisher is not None:
+            self.publisher.stop(STOP_TIMEOUT_S)
+        if self.spool is not None:
+            left = self.spool.depth()
+            if left:
+                log.info("%d window(s) stay spooled for the next start", left)
+            self.spool.close()
+        self.notifier.close()
+        return 0
+
+    # -- signals -------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def reload(self) -> None:
+        """SIGHUP: validate the new config and model first; keep the old ones on failure."""
+        self.notifier.reloading()
+        try:
+            self._reload_now()
+        except (StartupError, ConfigError) as e:
+            msg = e.problems[0] if isinstance(e, ConfigError) else str(e)
+            log.error("reload failed, keeping the running config and model: %s", msg)
+        finally:
+            self.notifier.ready(self._status_line())
+
+    def _reload_now(self) -> None:
+        old, p = self.cfg, self.pipeline
+        assert p is not None and self.grabber is not None
+        cfg = load_config(self.config_path) if self.config_path else old
+        for key in ("device_id", "mqtt", "spool"):
+            if getattr(cfg, key) != getattr(old, key):
+                log.warning("reload: %s changed; that takes a restart "
+                            "(systemctl restart moodcam), keeping the old value", key)
+                cfg = cfg.model_copy(update={key: getattr(old, key)})
+        new = self._build_pipeline(cfg, p.aggregator.content_id)  # raises before any change
+        grabber = None
+        if cfg.camera != old.camera:
+            grabber = start_grabber(cfg, make_camera(cfg))
+        # The model (and so the labels) may change: the window so far belongs to the old one.
+        p.close(time.time())
+        if grabber is not None:
+            self.grabber.stop()
+            self.grabber = grabber
+        self.pipeline, self.cfg = new, cfg
+        logging.getLogger().setLevel(cfg.log.level)
+        log.info("reloaded: model %s %s", new.classifier.manifest.name,
+                 new.classifier.manifest.version)
+
+
+def run_daemon(config_path: str | None, duration: float | None = None,
+               print_windows: bool | None = None) -> int:
+    from device.assemble import builtin_config
+
+    if config_path:
+        try:
+            cfg = load_config(config_path)
+        except ConfigError as e:
+            raise StartupError(f"config {config_path}: " + "; ".join(e.problems), 2) from None
+    else:
+        cfg = builtin_config()
+        log.info("no --config: device %s, spool %s, broker %s:%d; windows also go to stdout",
+                 cfg.device_id, cfg.spool.path, cfg.mqtt.host, cfg.mqtt.port)
+    logging.getLogger().setLevel(cfg.log.level)
+    d = Daemon(cfg, Path(config_path) if config_path else None,
+               print_windows=(config_path is None) if print_windows is None else print_windows,
+               duration=duration)
+    d.install_signals()
+    try:
+        return d.run()
+    except StartupError:
+        d.notifier.stopping()
+        if d.grabber is not None:
+            d.grabber.stop()
+        if d.spool is not None:
+            d.spool.close()
+        raise
+
+
+__all__ = ["STOP_TIMEOUT_S", "Daemon", "run_daemon"]

@@ -1,0 +1,189 @@
+"""Face detection stage: frame -> boxes (x, y, w, h) and scores.
+
+YuNet (OpenCV's FaceDetectorYN) when its ONNX file is available, the Haar cascade that
+ships with opencv-python otherwise. Small images (a 48x48 FER face) are upscaled and
+padded first: both detectors are tuned for faces with some surroundings, not for a
+face filling a tiny image.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+# Development checkouts keep the model beside the repo, never inside it.
+DEV_YUNET = (Path(__file__).resolve().parent.parent.parent
+             / "shared" / "models" / "yunet" / YUNET_FILE)
+SMALL_SIDE = 160  # images whose longer side is below this are upscaled to it
+SMALL_PAD = 0.25  # then padded by this fraction of the side on every edge
+
+
+class DetectorError(RuntimeError):
+    """The detector cannot be created (unreadable model file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    boxes: np.ndarray  # int32 (N, 4): x, y, w, h in frame pixels, sorted by score
+    scores: np.ndarray  # float32 (N,)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+EMPTY = Detections(np.zeros((0, 4), np.int32), np.zeros((0,), np.float32))
+
+
+class FaceDetector(ABC):
+    name: str = "?"
+
+    def __init__(self, min_face: int = 24, max_faces: int = 32) -> None:
+        self.min_face = max(1, int(min_face))
+        self.max_faces = max(1, int(max_faces))
+
+    @abstractmethod
+    def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw float (N, 4) boxes and (N,) scores on an image of any size."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        bgr = _as_bgr(frame)
+        h, w = bgr.shape[:2]
+        scale, pad = 1.0, 0
+        if max(h, w) < SMALL_SIDE:
+            scale = SMALL_SIDE / max(h, w)
+            bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                             interpolation=cv2.INTER_LINEAR)
+            pad = round(SMALL_SIDE * SMALL_PAD)
+            bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        boxes, scores = self._detect(bgr)
+        if boxes.shape[0] == 0:
+            return EMPTY
+        if scale != 1.0 or pad:
+            boxes = boxes.copy()
+            boxes[:, :2] -= pad
+            boxes /= scale
+        return self._finish(boxes, scores, w, h, scale)
+
+    def _finish(self, boxes: np.ndarray, scores: np.ndarray, w: int, h: int,
+                scale: float) -> Detections:
+        # Clip to the frame, then drop what is too small; min_face is in frame pixels
+        # except for upscaled small images, where every face is small by construction.
+        x0 = np.clip(boxes[:, 0], 0, w)
+        y0 = np.clip(boxes[:, 1], 0, h)
+        x1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, w)
+        y1 = np.clip(boxes[:, 1] + boxes[:, 3], 0, h)
+        bw, bh = x1 - x0, y1 - y0
+        min_side = self.min_face if scale == 1.0 else 8
+        keep = (bw >= min_side) & (bh >= min_side)
+        if not keep.any():
+            return EMPTY
+        out = np.stack([x0, y0, bw, bh], axis=1)[keep]
+        sc = scores[keep].astype(np.float32)
+        order = np.argsort(-sc, kind="stable")[: self.max_faces]
+        return Detections(np.round(out[order]).astype(np.int32), sc[order])
+
+
+def _as_bgr(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 frame, got {frame.dtype}")
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        return frame
+    raise ValueError(f"unsupported frame shape {frame.shape}")
+
+
+class YuNetDetector(FaceDetector):
+    name = "yunet"
+
+    def __init__(self, model_path: Path, score_threshold: float = 0.7,
+                 nms_threshold: float = 0.3, min_face: int = 24, max_faces: int = 32) -> None:
+        super().__init__(min_face, max_faces)
+        self.model_path = Path(model_path)
+        self._size = (320, 240)
+        try:
+            self._net = cv2.FaceDetectorYN.create(
+                str(self.model_path), "", self._size, score_threshold, nms_threshold, 5000)
+        except cv2.error as e:
+            raise DetectorError(f"cannot load YuNet model {self.model_path}: "
+                                f"{str(e).strip().splitlines()[-1]}") from e
+
+    def describe(self) -> str:
+        return f"yunet ({self.model_path.name})"
+
+    def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = (bgr.shape[1], bgr.shape[0])
+        if size != self._size:  # reshaping the network is costly: only when needed
+            self._net.setInputSize(size)
+            self._size = size
+        _, faces = self._net.detect(bgr)
+        if faces is None or len(faces) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return faces[:, :4].astype(np.float32), faces[:, 14].astype(np.float32)
+
+
+class HaarDetector(FaceDetector):
+    """Fallback. Scores are the cascade's level weights squashed into (0, 1): usable
+    for ordering and the max_faces cap, not calibrated like YuNet's."""
+
+    name = "haar"
+
+    def __init__(self, min_face: int = 24, max_faces: int = 32,
+                 cascade: str | None = None) -> None:
+        super().__init__(min_face, max_faces)
+        data = getattr(cv2, "data", None)
+        path = cascade or (data.haarcascades + "haarcascade_frontalface_default.xml"
+                           if data is not None else "")
+        self._cc = cv2.CascadeClassifier(path) if path else cv2.CascadeClassifier()
+        if self._cc.empty():
+            raise DetectorError(f"cannot load the Haar cascade {path or '(none shipped)'}; "
+                                "this OpenCV build has no cascades: provide the YuNet model")
+
+    def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gray = cv2.equalizeHist(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+        rects, _, weights = self._cc.detectMultiScale3(
+            gray, scaleFactor=1.1, minNeighbors=5,
+            minSize=(min(self.min_face, 24), min(self.min_face, 24)), outputRejectLevels=True)
+        if len(rects) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        w = np.asarray(weights, np.float32).reshape(-1)
+        return np.asarray(rects, np.float32).reshape(-1, 4), 1.0 / (1.0 + np.exp(-w))
+
+
+def find_yunet(configured: Path | None) -> Path | None:
+    """The configured YuNet file if it exists, else the development copy beside the
+    repo, else None."""
+    for p in (configured, DEV_YUNET):
+        if p is not None and Path(p).is_file():
+            return Path(p)
+    return None
+
+
+def make_detector(model_path: Path | None = None, kind: str = "auto",
+                  score_threshold: float = 0.7, nms_threshold: float = 0.3,
+                  min_face: int = 24, max_faces: int = 32) -> FaceDetector:
+    """kind: "auto" (YuNet if found, else Haar with a warning), "yunet" or "haar"."""
+    if kind == "haar":
+        return HaarDetector(min_face, max_faces)
+    path = find_yunet(model_path)
+    if path is not None:
+        return YuNetDetector(path, score_threshold, nms_threshold, min_face, max_faces)
+    if kind == "yunet":
+        raise DetectorError(f"YuNet model not found at {model_path or DEV_YUNET} (download "
+                            f"{YUNET_FILE} from opencv_zoo or set detector.kind = \"haar\")")
+    log.warning("YuNet model not found (%s): falling back to the Haar cascade, which is "
+                "slower and misses more faces", model_path or DEV_YUNET)
+    return HaarDetector(min_face, max_faces)

@@ -1,0 +1,145 @@
+"""The pipeline: frame -> detect -> crop -> classify -> track -> aggregate -> sink.
+
+No MQTT, no threads, no clock: the caller supplies frames with timestamps and a sink
+for finished window payloads (the daemon's spool/publisher, replay's printer). Each
+stage's time is accumulated for `moodcam bench` and the status message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from device.aggregate import Aggregator
+from device.classify import Classifier, Mood
+from device.detect import Detections, FaceDetector
+from device.preprocess import frame_face_tensor, to_gray
+from device.track import Tracker
+
+STAGES = ("capture", "detect", "crop", "classify", "track", "aggregate", "publish")
+Sink = Callable[[dict[str, Any]], Any]
+
+
+class StageTimes:
+    """Cumulative seconds and call counts per stage."""
+
+    def __init__(self) -> None:
+        self.total = dict.fromkeys(STAGES, 0.0)
+        self.calls = dict.fromkeys(STAGES, 0)
+        self.frames = 0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.total[stage] += seconds
+        self.calls[stage] += 1
+
+    def per_frame_ms(self) -> dict[str, float]:
+        """Mean milliseconds per processed frame for each stage."""
+        n = max(self.frames, 1)
+        return {s: round(self.total[s] * 1000 / n, 3) for s in STAGES}
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceResult:
+    box: tuple[int, int, int, int]
+    score: float
+    mood: Mood
+    track_id: int
+
+
+def model_info(classifier: Classifier) -> dict[str, str]:
+    m = classifier.manifest
+    return {"name": m.name, "version": m.version, "sha256": m.model_sha256}
+
+
+class Pipeline:
+    def __init__(self, detector: FaceDetector, classifier: Classifier, tracker: Tracker,
+                 aggregator: Aggregator, sink: Sink | None = None,
+                 times: StageTimes | None = None) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        self.tracker = tracker
+        self.aggregator = aggregator
+        self.sink = sink
+        self.times = times or StageTimes()
+        pre = classifier.manifest.preprocessing
+        self._size, self._scale, self._shift = pre.size, pre.crop_scale, pre.crop_shift_y
+        self.windows_emitted = 0
+        self.last_fps = 0.0
+
+    @classmethod
+    def build(cls, detector: FaceDetector, classifier: Classifier, device_id: str,
+              window_s: float = 60.0, sink: Sink | None = None,
+              tracker: Tracker | None = None, content_id: str | None = None,
+              times: StageTimes | None = None) -> Pipeline:
+        tracker = tracker or Tracker()
+        agg = Aggregator(device_id, classifier.labels, model_info(classifier), window_s,
+                         grace_s=tracker.max_age_s, content_id=content_id)
+        return cls(detector, classifier, tracker, agg, sink, times)
+
+    # -- stages ----------------------------------------------------------------
+    def detect(self, frame: np.ndarray) -> Detections:
+        t0 = time.perf_counter()
+        dets = self.detector.detect(frame)
+        self.times.add("detect", time.perf_counter() - t0)
+        return dets
+
+    def classify(self, frame: np.ndarray, dets: Detections) -> list[Mood]:
+        if not len(dets):
+            return []
+        t0 = time.perf_counter()
+        gray = to_gray(frame)  # once per frame, not once per face
+        faces = [frame_face_tensor(gray, box, self._size, self._scale, self._shift)
+                 for box in dets.boxes]
+        t1 = time.perf_counter()
+        moods = [self.classifier.classify(f) for f in faces]
+        t2 = time.perf_counter()
+        self.times.add("crop", t1 - t0)
+        self.times.add("classify", t2 - t1)
+        return moods
+
+    def process(self, frame: np.ndarray, ts: float) -> list[FaceResult]:
+        """Run one frame through every stage; finished windows go to the sink."""
+        dets = self.detect(frame)
+        moods = self.classify(frame, dets)
+        t0 = time.perf_counter()
+        ids, finished = self.tracker.update(ts, dets.boxes, moods)
+        t1 = time.perf_counter()
+        self.aggregator.add_tracks(finished)
+        payloads = self.aggregator.add_frame(ts, moods)
+        t2 = time.perf_counter()
+        self.times.add("track", t1 - t0)
+        self.times.add("aggregate", t2 - t1)
+        self.times.frames += 1
+        self._emit(payloads)
+        return [FaceResult((int(b[0]), int(b[1]), int(b[2]), int(b[3])), float(s), m, i)
+                for b, s, m, i in zip(dets.boxes, dets.scores, moods, ids, strict=True)]
+
+    def tick(self, ts: float) -> None:
+        """Let time pass without a frame: tracks age out, windows close on time."""
+        _, finished = self.tracker.update(ts, np.zeros((0, 4)))
+        self.aggregator.add_tracks(finished)
+        self._emit(self.aggregator.poll(ts))
+
+    def set_content(self, content_id: str | None, ts: float) -> None:
+        self._emit(self.aggregator.set_content(content_id, ts))
+
+    def close(self, ts: float) -> None:
+        """End every track and emit the final (partial) window."""
+        self.aggregator.add_tracks(self.tracker.finish_all())
+        self._emit(self.aggregator.close(ts))
+
+    def _emit(self, payloads: list[dict[str, Any]]) -> None:
+        for p in payloads:
+            self.windows_emitted += 1
+            self.last_fps = p["fps"]
+            if self.sink is not None:
+                t0 = time.perf_counter()
+                self.sink(p)
+                self.times.add("publish", time.perf_counter() - t0)

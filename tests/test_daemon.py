@@ -1,0 +1,236 @@
+"""`moodcam run` as a real process: a real mosquitto, signals, sd_notify, the unit file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.notify import Notifier, watchdog_interval
+from device.payloads import validate_mood, validate_status
+from device.spool import Spool
+from tests.broker import Broker, Subscriber
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV = "shop-12"
+pytestmark = pytest.mark.timeout(120)
+
+
+def write_config(path: Path, model_dir: Path, port: int | None, **extra: str) -> Path:
+    mqtt = (f"[mqtt]\nport = {port}\nhost = \"127.0.0.1\"\nstatus_interval_s = 1\n"
+            "reconnect_min_s = 0.2\nreconnect_max_s = 0.5\n" if port else
+            "[mqtt]\nenabled = false\n")
+    path.write_text(
+        f'device_id = "{DEV}"\n'
+        '[camera]\nsource = "sample"\nmax_fps = 5.0\n'
+        f'[model]\ndir = "{model_dir}"\n'
+        "[aggregate]\nwindow_s = 2\n"
+        f'[spool]\npath = "{path.parent / "spool.sqlite"}"\n'
+        + mqtt + "".join(extra.values()))
+    return path
+
+
+def start(config: Path | None, *args: str, env: dict[str, str] | None = None,
+          ) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "device.cli", "run", *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def finish(p: subprocess.Popen[str], timeout: float = 20) -> tuple[int, str, str]:
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def moods(sub: Subscriber) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/mood")]
+
+
+@pytest.mark.broker
+def test_sigterm_publishes_the_final_window_and_stopped(
+        mosquitto: Broker, model_dir: Path, tmp_path: Path) -> None:
+    sub = Subscriber(mosquitto, [f"moodcam/{DEV}/#"])
+    p = start(write_config(tmp_path / "c.toml", model_dir, mosquitto.port), "--json")
+    try:
+        assert sub.wait_for(lambda: len(moods(sub)) >= 2, timeout=40), p.stderr
+        assert sub.on(f"moodcam/{DEV}/availability")[0] == b"online"
+        p.send_signal(signal.SIGTERM)
+        t0, t_term = time.monotonic(), time.time()
+        rc, out, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 0, err
+    assert time.monotonic() - t0 < 15
+    assert "Traceback" not in err
+    assert sub.wait_for(lambda: sub.on(f"moodcam/{DEV}/availability")[-1:] == [b"stopped"])
+    printed = [json.loads(line) for line in out.splitlines()]
+    got = moods(sub)
+    # Every window the daemon closed, including the partial one at SIGTERM, arrived once.
+    assert [m["window_id"] for m in got] == [m["window_id"] for m in printed]
+    assert [m["seq"] for m in got] == list(range(1, len(got) + 1))
+    for m in got:
+        validate_mood(m)
+    # The window open at SIGTERM was closed then, not left for the next start.
+    end = datetime.fromisoformat(got[-1]["end"]).timestamp()
+    assert abs(end - t_term) < 3
+    statuses = [json.loads(s) for s in sub.on(f"moodcam/{DEV}/status")]
+    for s in statuses:
+        validate_status(s)
+    assert statuses[0]["state"] == "running" and statuses[-1]["state"] == "stopping"
+    assert statuses[-1]["camera"]["frames"] > 0
+    assert Spool(tmp_path / "spool.sqlite").depth() == 0
+    sub.close()
+
+
+@pytest.mark.broker
+def test_sighup_with_a_broken_model_keeps_running(
+        mosquitto: Broker, model_dir: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port)
+    sub = Subscriber(mosquitto, [f"moodcam/{DEV}/mood"])
+    p = start(cfg)
+    try:
+        assert sub.wait_for(lambda: len(moods(sub)) >= 1, timeout=40)
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "manifest.json").write_text("{}")
+        write_config(cfg, broken, mosquitto.port)
+        p.send_signal(signal.SIGHUP)
+        n = len(moods(sub))
+        assert sub.wait_for(lambda: len(moods(sub)) >= n + 2, timeout=20)  # still working
+        assert p.poll() is None
+        # A valid config again (a new window length): reloaded for real.
+        write_config(cfg, model_dir, mosquitto.port)
+        cfg.write_text(cfg.read_text().replace("window_s = 2", "window_s = 3"))
+        p.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        p.send_signal(signal.SIGTERM)
+        rc, _, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 0, err
+    assert "reload failed, keeping the running config and model: model:" in err
+    assert "reloaded: model" in err
+    for m in moods(sub):
+        validate_mood(m)
+
+
+def test_broker_absent_at_start_spools_windows(model_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = start(write_config(tmp_path / "c.toml", model_dir, port), "--duration", "5",
+              "--json")
+    rc, out, err = finish(p, timeout=60)
+    assert rc == 0, err
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert len(printed) >= 2
+    with Spool(tmp_path / "spool.sqlite") as spool:
+        assert [seq for seq, _ in spool.pending()] == [w["seq"] for w in printed]
+
+
+def recv_all(sock: socket.socket, until: float) -> list[str]:
+    msgs = []
+    while time.monotonic() < until:
+        try:
+            msgs.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+    return msgs
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_sd_notify_ready_watchdog_stopping(model_dir: Path, tmp_path: Path,
+                                           abstract: bool) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"@moodcam-test-{os.getpid()}" if abstract else str(tmp_path / "notify.sock")
+    sock.bind("\0" + name[1:] if abstract else name)
+    sock.settimeout(0.2)
+    p = start(write_config(tmp_path / "c.toml", model_dir, None), "--duration", "4",
+              env={"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "1000000"})
+    try:
+        msgs: list[str] = []
+        deadline = time.monotonic() + 40
+        while p.poll() is None and time.monotonic() < deadline:
+            msgs += recv_all(sock, time.monotonic() + 0.5)
+        msgs += recv_all(sock, time.monotonic() + 0.3)
+        rc, _, err = finish(p)
+    finally:
+        sock.close()
+        if p.poll() is None:
+            p.kill()
+    assert rc == 0, err
+    lines = [ln for m in msgs for ln in m.splitlines()]
+    assert "READY=1" in lines and "WATCHDOG=1" in lines and "STOPPING=1" in lines
+    assert lines.index("READY=1") < lines.index("WATCHDOG=1") < lines.index("STOPPING=1")
+    assert any(ln.startswith("STATUS=") for ln in lines)
+
+
+def test_notifier_is_a_no_op_without_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    n = Notifier()
+    assert not n.enabled and n.ready() is False and n.watchdog() is False
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
+    assert watchdog_interval() is None  # the watchdog is for another process
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval() == 2.0
+
+
+def test_missing_camera_is_one_line_and_nonzero(model_dir: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", model_dir, None)
+    cfg.write_text(cfg.read_text().replace('source = "sample"', 'source = "7"'))
+    rc, _, err = finish(start(cfg), timeout=60)
+    assert rc == 1
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("moodcam")]
+    assert line.startswith("moodcam: error: camera: cannot open") and "Traceback" not in err
+
+
+def test_run_without_config_prints_windows(model_dir: Path, tmp_path: Path) -> None:
+    """A fresh machine: no config, no camera, no broker -> windows on stdout."""
+    if not (ROOT / "models" / "manifest.json").exists():
+        pytest.skip("needs the shipped model in models/ (run without --config uses it)")
+    p = start(None, "--duration", "4", env={"XDG_STATE_HOME": str(tmp_path)})
+    rc, out, err = finish(p, timeout=60)
+    assert rc == 0, err
+    windows = [json.loads(line) for line in out.splitlines()]
+    assert windows and all(w["frames"] > 0 for w in windows[:-1])
+    assert (tmp_path / "moodcam" / "spool.sqlite").exists()
+
+
+def test_unit_file_verifies(tmp_path: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    text = (ROOT / "systemd" / "moodcam.service").read_text()
+    assert "ExecStart=/opt/moodcam/venv/bin/moodcam run --config /etc/moodcam/moodcam.toml" \
+        in text
+    for key in ("Type=notify", "WatchdogSec=", "NotifyAccess=main", "User=moodcam",
+                "SupplementaryGroups=video", "StateDirectory=moodcam",
+                "ConfigurationDirectory=moodcam", "ProtectSystem=strict",
+                "NoNewPrivileges=yes", "PrivateTmp=yes", "DevicePolicy=closed",
+                "DeviceAllow=char-video4linux", "Restart=on-failure",
+                "ExecReload=/bin/kill -HUP $MAINPID"):
+        assert key in text, key
+    # Verify a copy whose binary exists here, so every other check runs for real.
+    exe = Path(sys.executable).with_name("moodcam")
+    if not exe.exists():
+        exe = Path(shutil.which("true") or "/bin/true")
+    unit = tmp_path / "moodcam.service"
+    unit.write_text(text.replace("/opt/moodcam/venv/bin/moodcam", str(exe)))
+    p = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True,
+                       check=False)
+    assert p.returncode == 0 and p.stderr.strip() == "", p.stderr

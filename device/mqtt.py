@@ -1,0 +1,352 @@
+"""Publishing windows and status to MQTT (paho-mqtt 2.x), and hearing what the screen shows.
+
+Delivery rule: a window goes to the spool first and leaves it only when the broker's
+PUBACK for it arrives, so an outage of any length (or a restart) loses nothing; a
+subscriber may see a window twice and drops the copy by (device_id, seq).
+
+Threads: paho's network thread runs the callbacks; one worker thread of ours does every
+`mood` publish and every spool ack. Callbacks never take a lock that is held around a
+paho call (paho calls on_publish while holding its own message lock), they only queue
+the acknowledged message id and wake the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from device import __version__
+from device.config import CampaignConfig, ConfigError, MqttConfig, resolve_password
+from device.spool import Spool
+from device.topics import Topics, ha_discovery, parse_content_id
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT = 20  # paho's default window of unacknowledged QoS 1 messages
+_MALFORMED_LOG_EVERY_S = 60.0
+
+
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed (for the log)."""
+
+    last_error: Exception | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as e:
+            self.last_error = e
+            raise
+
+
+def describe_connect_error(err: Exception | None) -> str:
+    """Why a connection attempt failed, worded for an installer, with the setting to check."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (f"TLS certificate check failed ({err.verify_message}); check mqtt.tls.ca_file "
+                "(and mqtt.tls.insecure if only the host name differs)")
+    if isinstance(err, ssl.SSLError):
+        return (f"TLS handshake failed ({err.reason or err}); check mqtt.tls and that "
+                "mqtt.port is the broker's TLS port")
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on mqtt.port?)"
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve mqtt.host ({err.strerror})"
+    if isinstance(err, TimeoutError | socket.timeout):
+        return "connection timed out (check mqtt.host, mqtt.port and the firewall)"
+    if err is None:
+        return "connection failed"
+    return f"connection failed ({err})"
+
+
+class MqttPublisher:
+    """Spool-backed publisher of `mood` windows plus `availability` and `status`."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        campaign: CampaignConfig,
+        device_id: str,
+        spool: Spool,
+        on_content: Callable[[str | None], None] | None = None,
+        *,
+        version: str = __version__,
+    ) -> None:
+        self.cfg = cfg
+        self.campaign = campaign
+        self.spool = spool
+        self.topics = Topics(cfg.topic_prefix, device_id)
+        self.on_content = on_content
+        self.version = version
+        self.client_id = cfg.client_id or f"moodcam-{device_id}-{secrets.token_hex(3)}"
+        self._connected = False
+        self._started = False
+        self._stopping = False
+        self._problem: str | None = None  # what is wrong in the current outage, if logged
+        self._outage_since: float | None = None
+        self._last_status: str | None = None
+        self._ha_labels: list[str] = []
+        self._ha_topics: set[str] = set()
+        self._last_malformed_log = 0.0
+        # Worker-owned: message id -> seq of mood messages awaiting PUBACK.
+        self._inflight: dict[int, int] = {}
+        self._acked: deque[int] = deque()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._worker = threading.Thread(target=self._work, name="moodcam-publisher", daemon=True)
+        self._client = self._make_client()
+
+    # --- setup ---
+
+    def _make_client(self) -> _Client:
+        c = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
+                    protocol=mqtt.MQTTv311)
+        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        # A bug in one of our callbacks must not kill paho's network thread.
+        c.suppress_exceptions = True
+        c.will_set(self.topics.availability, "offline", qos=1, retain=True)
+        c.reconnect_delay_set(self.cfg.reconnect_min_s,  # type: ignore[arg-type]
+                              self.cfg.reconnect_max_s)  # type: ignore[arg-type]
+        c.max_inflight_messages_set(MAX_INFLIGHT)
+        if self.cfg.username:
+            password = resolve_password(self.cfg)
+            c.username_pw_set(self.cfg.username,
+                              password.get_secret_value() if password is not None else None)
+        tls = self.cfg.tls
+        if tls.enabled:
+            try:
+                c.tls_set(
+                    ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                    certfile=str(tls.cert_file) if tls.cert_file else None,
+                    keyfile=str(tls.key_file) if tls.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ValueError) as e:
+                raise ConfigError([f"mqtt.tls: cannot load the TLS files: {e}"]) from None
+            c.tls_insecure_set(tls.insecure)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        return c
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # --- public API ---
+
+    def start(self) -> None:
+        """Connect in the background; an unreachable broker only means windows wait."""
+        if self._started:
+            return
+        self._started = True
+        if not self.cfg.enabled:
+            log.info("mqtt.enabled is false: windows stay in the spool %s", self.spool.path)
+            return
+        self._outage_since = time.monotonic()
+        self._worker.start()
+        self._client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+        self._client.loop_start()
+        log.info("MQTT: connecting to %s:%d as %s (topics %s/)", self.cfg.host, self.cfg.port,
+                 self.client_id, self.topics.base)
+
+    def submit_window(self, payload: dict[str, Any]) -> int:
+        """Spool a finished window (durably), then publish it when possible; return its seq."""
+        seq = self.spool.put(payload)
+        self._wake.set()
+        return seq
+
+    def publish_status(self, status: dict[str, Any]) -> None:
+        """Publish the retained status now if connected, else as soon as we connect."""
+        self._last_status = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
+        labels = status.get("model", {}).get("labels")
+        if isinstance(labels, list) and [*labels, "unknown"] != self._ha_labels:
+            self._ha_labels = [*labels, "unknown"]
+            if self._connected:
+                self._publish_discovery()
+        if self._connected:
+            self._client.publish(self.topics.status, self._last_status, qos=1, retain=True)
+
+    def wait_flushed(self, timeout: float) -> bool:
+        """Wait until the broker has acknowledged every spooled window; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self.spool.depth() > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                self._progress.wait(min(remaining, 0.1))
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what can be flushed, publish 'stopped', disconnect. Unsent windows stay spooled."""
+        if not self._started or self._stopping:
+            return
+        deadline = time.monotonic() + timeout
+        if not self.cfg.enabled:
+            self._stopping = True
+            return
+        if self._connected:
+            self.wait_flushed(max(0.0, timeout * 0.6))
+        self._stopping = True
+        self._wake.set()
+        self._worker.join(max(0.1, deadline - time.monotonic()))
+        if self._connected:
+            info = self._client.publish(self.topics.availability, "stopped", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected = False
+        self._drain_acks()  # PUBACKs that arrived after the worker ended
+        left = self.spool.depth()
+        log.info("MQTT: stopped; %d window(s) left in the spool for the next start", left)
+
+    # --- the worker: all mood publishing and spool acks happen here ---
+
+    def _work(self) -> None:
+        while not self._stopping:
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                self._drain_acks()
+                if self._connected and not self._stopping:
+                    self._publish_pending()
+            except Exception:
+                log.exception("MQTT publisher: unexpected error; retrying in a second")
+                time.sleep(1.0)
+            with self._progress:
+                self._progress.notify_all()
+        self._drain_acks()
+
+    def _drain_acks(self) -> None:
+        while self._acked:
+            seq = self._inflight.pop(self._acked.popleft(), None)
+            if seq is not None:
+                self.spool.ack(seq)
+
+    def _publish_pending(self) -> None:
+        room = MAX_INFLIGHT - len(self._inflight)
+        if room <= 0:
+            return
+        busy = set(self._inflight.values())
+        for seq, payload in self.spool.pending(limit=room + len(busy)):
+            if seq in busy:
+                continue
+            if not self._connected or room <= 0:
+                break
+            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            # Queued by paho even if the connection just dropped; resent on reconnect.
+            info = self._client.publish(self.topics.mood, text, qos=1)
+            self._inflight[info.mid] = seq
+            room -= 1
+
+    # --- paho callbacks (network thread): never raise, never block ---
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:
+            hint = ("check mqtt.username and the password (mqtt.password_file or the "
+                    "systemd credential)" if reason.value in (134, 135)
+                    else "check the broker's log")
+            self._report(f"broker refused the connection: {reason}; {hint}", logging.ERROR)
+            return
+        self._connected = True
+        if self._problem is not None and self._outage_since is not None:
+            log.warning("MQTT: connected to %s:%d after %.0f s of trouble; sending %d "
+                        "spooled window(s)", self.cfg.host, self.cfg.port,
+                        time.monotonic() - self._outage_since, self.spool.depth())
+        else:
+            log.info("MQTT: connected to %s:%d", self.cfg.host, self.cfg.port)
+        self._problem = None
+        self._outage_since = None
+        client.publish(self.topics.availability, "online", qos=1, retain=True)
+        if self.campaign.topic:
+            client.subscribe(self.campaign.topic, qos=1)
+        if self._last_status is not None:
+            client.publish(self.topics.status, self._last_status, qos=1, retain=True)
+        self._publish_discovery()
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._report(describe_connect_error(getattr(client, "last_error", None)), logging.WARNING)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any,
+                       flags: mqtt.DisconnectFlags, reason: ReasonCode,
+                       properties: Properties | None) -> None:
+        was_connected = self._connected
+        self._connected = False
+        if self._stopping or not was_connected:
+            return
+        self._outage_since = time.monotonic()
+        self._report(f"connection lost ({reason})", logging.WARNING)
+
+    def _report(self, problem: str, level: int) -> None:
+        """Log a connection problem once per outage (again only if the problem changes)."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+        if problem != self._problem:
+            self._problem = problem
+            log.log(level, "MQTT broker %s:%d: %s; windows are spooled and sent after "
+                    "reconnecting (retrying every %g-%g s)", self.cfg.host, self.cfg.port,
+                    problem, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        self._acked.append(mid)
+        self._wake.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reasons: list[ReasonCode], properties: Properties | None) -> None:
+        if any(r.is_failure for r in reasons):
+            log.warning("MQTT: the broker refused the subscription to campaign.topic %r "
+                        "(check its ACL); windows are not attributed to content",
+                        self.campaign.topic)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self.campaign.topic:
+            return
+        try:
+            content = parse_content_id(msg.payload)
+        except ValueError as e:
+            now = time.monotonic()
+            level = logging.DEBUG
+            if now - self._last_malformed_log >= _MALFORMED_LOG_EVERY_S:
+                self._last_malformed_log, level = now, logging.WARNING
+            log.log(level, "ignored a malformed now-playing message on %s: %s", msg.topic, e)
+            return
+        log.info("now playing on %s: %s", msg.topic, content)
+        if self.on_content is not None:
+            try:
+                self.on_content(content)
+            except Exception:
+                log.exception("the now-playing handler failed for content id %r", content)
+
+    def _publish_discovery(self) -> None:
+        ha = self.cfg.homeassistant
+        if not ha.enabled or not self._ha_labels:
+            return
+        configs = ha_discovery(self.topics, ha.discovery_prefix, self._ha_labels, self.version)
+        for topic in self._ha_topics - configs.keys():
+            self._client.publish(topic, b"", qos=1, retain=True)  # removes a stale sensor
+        for topic, payload in configs.items():
+            self._client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        self._ha_topics = set(configs)

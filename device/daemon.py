@@ -272,14 +272,18 @@ class Daemon:
                             "(systemctl restart moodcam), keeping the old value", key)
                 cfg = cfg.model_copy(update={key: getattr(old, key)})
         new = self._build_pipeline(cfg, p.aggregator.content_id)  # raises before any change
-        grabber = None
         if cfg.camera != old.camera:
-            grabber = start_grabber(cfg, make_camera(cfg))
+            # The old camera is released first: the new source may be the same device.
+            source = make_camera(cfg)
+            self.grabber.stop()
+            try:
+                self.grabber = start_grabber(cfg, source)
+            except StartupError:
+                self.grabber = start_grabber(old, self.grabber.source)
+                raise
+            log.info("camera %s", self.grabber.source.describe())
         # The model (and so the labels) may change: the window so far belongs to the old one.
         p.close(time.time())
-        if grabber is not None:
-            self.grabber.stop()
-            self.grabber = grabber
         self.pipeline, self.cfg = new, cfg
         logging.getLogger().setLevel(cfg.log.level)
         log.info("reloaded: model %s %s", new.classifier.manifest.name,

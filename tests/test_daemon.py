@@ -113,7 +113,8 @@ def test_sighup_with_a_broken_model_keeps_running(
         assert p.poll() is None
         # A valid config again (a new window length): reloaded for real.
         write_config(cfg, model_dir, mosquitto.port)
-        cfg.write_text(cfg.read_text().replace("window_s = 2", "window_s = 3"))
+        cfg.write_text(cfg.read_text().replace("window_s = 2", "window_s = 3")
+                       .replace("max_fps = 5.0", "max_fps = 4.0"))  # reopens the camera
         p.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         p.send_signal(signal.SIGTERM)
@@ -124,8 +125,41 @@ def test_sighup_with_a_broken_model_keeps_running(
     assert rc == 0, err
     assert "reload failed, keeping the running config and model: model:" in err
     assert "reloaded: model" in err
+    assert err.count("camera sample:astronaut") == 2
     for m in moods(sub):
         validate_mood(m)
+
+
+@pytest.mark.broker
+def test_campaign_content_tags_and_splits_windows(
+        mosquitto: Broker, model_dir: Path, tmp_path: Path) -> None:
+    topic = "signage/screen-1/now_playing"
+    cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port,
+                       campaign=f'[campaign]\ntopic = "{topic}"\n')
+    sub = Subscriber(mosquitto, [f"moodcam/{DEV}/mood"])
+    sub.client.publish(topic, "promo-42", qos=1, retain=True).wait_for_publish(5)
+    p = start(cfg)
+    try:
+        assert sub.wait_for(lambda: any(m["content_id"] == "promo-42" for m in moods(sub)),
+                            timeout=40)
+        sub.client.publish(topic, json.dumps({"content_id": "promo-43"}), qos=1)
+        sub.client.publish(topic, b"\xff not utf-8", qos=1)  # ignored, logged
+        assert sub.wait_for(lambda: any(m["content_id"] == "promo-43" for m in moods(sub)),
+                            timeout=20)
+        p.send_signal(signal.SIGTERM)
+        rc, _, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 0, err
+    got = moods(sub)
+    for m in got:
+        validate_mood(m)
+        assert m["window_id"].endswith("/" + (m["content_id"] or "-"))
+    ids = [m["content_id"] for m in got]
+    # Tagged in order of announcement; the switch splits a window rather than mixing.
+    assert ids.index("promo-42") < ids.index("promo-43")
+    assert ids[ids.index("promo-43"):] == ["promo-43"] * (len(ids) - ids.index("promo-43"))
 
 
 def test_broker_absent_at_start_spools_windows(model_dir: Path, tmp_path: Path) -> None:

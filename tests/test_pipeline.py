@@ -119,3 +119,21 @@ def test_grayscale_frames_work(detector: YuNetDetector, classifier: Classifier,
     pipe, _ = build(detector, classifier)
     gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
     assert len(pipe.process(gray, 0.0)) == 1
+
+
+def test_every_installed_runtime_gives_the_same_mood(
+        detector: YuNetDetector, model_dir: Path, astronaut_bgr: np.ndarray) -> None:
+    from device.runtime import available_runtimes
+
+    results = {}
+    for rt in available_runtimes():
+        clf = Classifier.from_dir(model_dir, prefer=rt)
+        assert clf.runtime == rt
+        pipe, _ = build(detector, clf)
+        (face,) = pipe.process(astronaut_bgr, 0.0)
+        results[rt] = face.mood
+    assert results
+    first = next(iter(results.values()))
+    for mood in results.values():
+        assert mood.top == first.top
+        assert np.allclose(mood.probs, first.probs, atol=0.02)

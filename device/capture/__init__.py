@@ -1,7 +1,8 @@
 """Capture stage: frame sources behind one interface, and the latest-frame grabber.
 
 Source specs (config `camera.source`, `moodcam replay SOURCE`):
-  auto          Pi camera if one is attached, else /dev/video0, else the sample source
+  auto          Pi camera if one is attached, else /dev/video0 if it delivers frames,
+                else the sample source
   picamera      the Pi camera (picamera2)
   sample        the built-in synthetic camera (needs scikit-image)
   0, 1, ...     an OpenCV/V4L2 device index
@@ -31,6 +32,18 @@ __all__ = [
 ]
 
 
+def _opens(source: FrameSource) -> bool:
+    """Whether a source opens and delivers a frame (on a Pi, /dev/video0 may be a codec
+    node rather than a camera)."""
+    try:
+        source.open()
+        return source.read() is not None
+    except CaptureError:
+        return False
+    finally:
+        source.close()
+
+
 def make_source(spec: str, width: int = 640, height: int = 480, fps: float = 10.0,
                 realtime: bool = True, sample_frames: int | None = None) -> FrameSource:
     """Build (not open) the source a spec names. realtime=False is for replay: finite
@@ -39,7 +52,7 @@ def make_source(spec: str, width: int = 640, height: int = 480, fps: float = 10.
     if s == "auto":
         if picamera2_available():
             return PiCameraSource(width, height, fps)
-        if Path("/dev/video0").exists():
+        if Path("/dev/video0").exists() and _opens(OpenCVSource(0, width, height, fps)):
             return OpenCVSource(0, width, height, fps)
         log.warning("no camera found (no Pi camera, no /dev/video0): using the sample source")
         return SampleSource(width, height, fps, realtime=realtime, frames=sample_frames)

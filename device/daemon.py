@@ -98,7 +98,10 @@ class Daemon:
             raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
         self.grabber = start_grabber(cfg, make_camera(cfg))
         log.info("camera %s", self.grabber.source.describe())
-        self.publisher = make_publisher(cfg, self.spool, self._on_content)
+        try:
+            self.publisher = make_publisher(cfg, self.spool, self._on_content)
+        except ConfigError as e:  # unreadable password or TLS files
+            raise StartupError("; ".join(e.problems), 2) from None
         if self.publisher is not None:
             self.publisher.start()
 
@@ -191,9 +194,6 @@ class Daemon:
                     log.info("source ended: stopping")
                     break
             now = time.monotonic()
-            if now - last_fps_t >= 2.0:
-                self._fps = round(fps_frames / (now - last_fps_t), 2)
-                fps_frames, last_fps_t = 0, now
             if wd and now - last_ping >= wd and self._last_frame > last_ping:
                 # Frames flowed since the last ping: a stuck camera or loop stops the
                 # pings and systemd restarts us.
@@ -201,6 +201,9 @@ class Daemon:
                 last_ping = now
             if now - last_status >= status_every or self.grabber.state != cam_state:
                 cam_state = self.grabber.state
+                # fps is averaged over the time since the previous status.
+                self._fps = round(fps_frames / max(now - last_fps_t, 1e-3), 2)
+                fps_frames, last_fps_t = 0, now
                 self._publish_status()
                 last_status = now
             if deadline is not None and now >= deadline:

@@ -41,9 +41,6 @@ class StageTimes:
         n = max(self.frames, 1)
         return {s: round(self.total[s] * 1000 / n, 3) for s in STAGES}
 
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
 
 @dataclass(frozen=True, slots=True)
 class FaceResult:

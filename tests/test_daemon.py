@@ -233,6 +233,17 @@ def test_missing_camera_is_one_line_and_nonzero(model_dir: Path, tmp_path: Path)
     assert line.startswith("moodcam: error: camera: cannot open") and "Traceback" not in err
 
 
+def test_unreadable_password_file_is_one_line_and_exit_2(model_dir: Path,
+                                                         tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", model_dir, 1883)
+    cfg.write_text(cfg.read_text() + f'username = "moodcam"\npassword_file = '
+                   f'"{tmp_path / "missing-password"}"\n')
+    rc, _, err = finish(start(cfg), timeout=60)
+    assert rc == 2
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("moodcam")]
+    assert "mqtt.password_file" in line and "Traceback" not in err
+
+
 def test_run_without_config_prints_windows(model_dir: Path, tmp_path: Path) -> None:
     """A fresh machine: no config, no camera, no broker -> windows on stdout."""
     if not (ROOT / "models" / "manifest.json").exists():

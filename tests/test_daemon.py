@@ -162,6 +162,29 @@ def test_campaign_content_tags_and_splits_windows(
     assert ids[ids.index("promo-43"):] == ["promo-43"] * (len(ids) - ids.index("promo-43"))
 
 
+@pytest.mark.broker
+def test_kill_9_leaves_the_last_will_offline(mosquitto: Broker, model_dir: Path,
+                                             tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port)
+    cfg.write_text(cfg.read_text() + "keepalive_s = 5\n")
+    sub = Subscriber(mosquitto, [f"moodcam/{DEV}/availability"])
+    p = start(cfg)
+    try:
+        assert sub.wait_for(lambda: sub.on(f"moodcam/{DEV}/availability") == [b"online"],
+                            timeout=40)
+        p.kill()
+        p.wait(10)
+        # No DISCONNECT was sent: the broker publishes the will (at once on the closed
+        # socket, or after 1.5 x keepalive if the host vanished).
+        assert sub.wait_for(lambda: sub.on(f"moodcam/{DEV}/availability")[-1] == b"offline",
+                            timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+    sub.close()
+
+
 def test_broker_absent_at_start_spools_windows(model_dir: Path, tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -124,3 +124,35 @@ def test_bundle_rejects_a_wrong_key_and_an_unsigned_bundle(tiny_run: Path,
     truncated.write_bytes(bundle.read_bytes()[:5000])
     with pytest.raises(BundleError):
         extract_bundle(truncated, tmp_path / "c")
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    data = write_tree(tmp_path / "data", {"train": {"happy": 30, "sad": 30}}, seed=4)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "training.cli", "fit", "--data", str(data), "--out", str(out),
+           "--labels", "hs", "--size", "32", "--epochs", "40", "--batch", "8",
+           "--crop-scale", "1.0", "--no-augment"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = out / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    before = json.loads(state_path.read_text())
+    assert 2 <= before["epoch"] < 40
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming {out} from epoch {before['epoch']}" in done.stderr
+    after = json.loads(state_path.read_text())
+    assert after["epoch"] == 40 and len(after["history"]["loss"]) == 40
+    assert after["history"]["loss"][: before["epoch"]] == before["history"]["loss"]

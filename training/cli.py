@@ -89,7 +89,7 @@ def _fit(a: argparse.Namespace) -> int:
 
     metrics = run_fit(opts, a.detector)
     metrics.setdefault("model", {"name": a.name, "version": "", "runtime": "ai-edge-litert"})
-    metrics.update({"data": str(a.data), "split": "test"})
+    metrics["data"] = str(a.data)
     if "happy_vs_sad" in metrics or "coverage" in metrics:
         print(format_metrics(_with_model(metrics, a.out)))
     print(f"run written to {a.out}")

@@ -92,7 +92,7 @@ def _pct(v: float | None) -> str:
 def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     nl = m.get("neutral_leak", {})
     rows = [
-        ("happy-vs-sad accuracy (FER-2013 test)", _pct(m.get("happy_vs_sad", {}).get("accuracy"))),
+        ("happy-vs-sad accuracy", _pct(m.get("happy_vs_sad", {}).get("accuracy"))),
         (f"neutral leak at {m['min_confidence']:.2f}", _pct(nl.get("rate"))),
         ("accuracy, own labels (argmax)", _pct(m.get("accuracy_argmax"))),
         (f"coverage at {m['min_confidence']:.2f}", _pct(m.get("coverage"))),
@@ -110,7 +110,7 @@ def write_report(run: Path, ctx: dict[str, Any]) -> Path:
     lines = [f"# moodcam model report: {ctx['name']} {ctx['version']}", "",
              f"Trained by `{ctx['command']}`; wall time {ctx['wall_s'] / 60:.1f} min on "
              f"{ctx['cpus']} CPU cores.", "",
-             "## Headline (int8 model, device runtime, FER-2013 test)", "",
+             f"## Headline (int8 model, device runtime, {m.get('split', 'test')} split)", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(m)]
     lines += ["", "## Confusion matrix (rows: true; UNCERTAIN = below minimum confidence)", "",

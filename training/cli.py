@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--min-confidence", type=float, help="override the manifest's threshold")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     e.add_argument("--out", type=Path, help="also write the metrics JSON here")
+    e.add_argument("--camera", action="store_true",
+                   help="place each face in a 640x480 camera-like frame and run the device's"
+                        " detector and crop too")
+    e.add_argument("--crop-scales", type=lambda v: [float(x) for x in v.split(",")],
+                   help="with --camera: compare these crop scales (e.g. 1.0,1.2,1.4)")
+    e.add_argument("--detector", type=Path, help="with --camera: YuNet .onnx")
+    e.add_argument("--limit", type=int, help="with --camera: evaluate this many faces")
 
     x = sub.add_parser("export", help="pack a model directory into a deployable bundle")
     x.add_argument("--model", type=Path, required=True, help="directory with manifest.json")
@@ -107,6 +114,16 @@ def _with_model(metrics: dict[str, object], out: Path) -> dict[str, object]:
 def _evaluate(a: argparse.Namespace) -> int:
     from training.evaluate import evaluate_model, format_metrics, write_metrics
 
+    if a.camera:
+        from training.camera_eval import evaluate_camera_path, format_camera
+        from training.pipeline import find_yunet
+
+        cam = evaluate_camera_path(a.model, a.data, find_yunet(a.detector), a.crop_scales,
+                                   a.limit)
+        if a.out:
+            write_metrics(cam, a.out)
+        print(json.dumps(cam) if a.json else format_camera(cam))
+        return 0
     metrics = evaluate_model(a.model, a.data, a.split, a.runtime, a.min_confidence)
     if a.out:
         write_metrics(metrics, a.out)

@@ -1,0 +1,98 @@
+"""Camera-path evaluation: test faces placed in camera-sized frames, through the device.
+
+FER's test faces are pre-cropped; on a Pi the model sees a face the detector found in a
+640x480 frame, enlarged, JPEG-compressed and cropped with the manifest's framing. This
+puts each test face into such a frame and runs the device's own detector, crop and
+classifier, so framing mistakes (a wrong crop_scale) show up as lost accuracy. It also
+scans crop scales, which is how the manifest's crop_scale is checked by measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.classify import Classifier
+from device.detect import make_detector
+from device.manifest import load_manifest
+from device.preprocess import frame_face_tensor
+from training.data import load_splits
+from training.evaluate import model_dir_of
+from training.metrics import evaluate_probs
+
+log = logging.getLogger(__name__)
+FRAME_W, FRAME_H = 640, 480
+
+
+def camera_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 640x480 BGR frame holding the face at 96-200 px, lit and compressed at random."""
+    side = int(rng.integers(96, 201))
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    bg = np.full((FRAME_H, FRAME_W), int(rng.integers(40, 200)), np.float32)
+    bg += np.linspace(-30, 30, FRAME_W, dtype=np.float32)[None, :] * rng.choice([-1, 1])
+    bg += rng.normal(0, 4, bg.shape).astype(np.float32)
+    x = int(rng.integers(0, FRAME_W - side))
+    y = int(rng.integers(0, FRAME_H - side))
+    bg[y:y + side, x:x + side] = big
+    gain = rng.uniform(0.75, 1.25)
+    frame = np.clip(bg * gain + rng.normal(0, 2, bg.shape), 0, 255).astype(np.uint8)
+    _, jpg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    decoded = cv2.imdecode(jpg, cv2.IMREAD_GRAYSCALE)
+    return cv2.cvtColor(decoded if decoded is not None else frame, cv2.COLOR_GRAY2BGR)
+
+
+def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
+                         crop_scales: list[float] | None = None, limit: int | None = None,
+                         seed: int = 0) -> dict[str, Any]:
+    mdir = model_dir_of(model)
+    manifest = load_manifest(mdir / "manifest.json")
+    clf = Classifier(manifest, mdir / manifest.model_file)
+    detector = make_detector(yunet, "auto")
+    splits, _ = load_splits(data, drop_twins=False)
+    test = splits.get("test") or next(iter(splits.values()))
+    idx = np.arange(len(test))
+    if limit and limit < len(idx):
+        idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
+    rng = np.random.default_rng(seed)
+    scales = crop_scales or [manifest.preprocessing.crop_scale]
+    probs: dict[float, list[np.ndarray]] = {s: [] for s in scales}
+    emotions: list[str] = []
+    missed = 0
+    for i in idx:
+        frame = camera_frame(test.images[i], rng)
+        dets = detector.detect(frame)
+        if len(dets) == 0:
+            missed += 1
+            continue
+        box = dets.boxes[int(np.argmax(dets.scores))]
+        emotions.append(test.emotions[i])
+        for s in scales:
+            face = frame_face_tensor(frame, box, clf.size, s, manifest.preprocessing.crop_shift_y)
+            probs[s].append(clf.probabilities(clf.raw(face)))
+    out: dict[str, Any] = {"images": len(idx), "detected": len(emotions),
+                           "detection_rate": len(emotions) / max(1, len(idx)),
+                           "detector": detector.describe(), "by_crop_scale": {}}
+    for s in scales:
+        m = evaluate_probs(np.stack(probs[s]), emotions, manifest.labels, clf.min_confidence)
+        out["by_crop_scale"][f"{s:g}"] = {
+            k: m[k] for k in ("happy_vs_sad", "neutral_leak", "accuracy_argmax", "coverage",
+                              "accuracy_covered") if k in m}
+    log.info("camera path: %d of %d faces detected (%s)", len(emotions), len(idx),
+             detector.describe())
+    return out
+
+
+def format_camera(m: dict[str, Any]) -> str:
+    lines = [f"camera path: {m['detected']}/{m['images']} faces detected "
+             f"({m['detection_rate']:.1%}) by {m['detector']}",
+             "| crop scale | happy-vs-sad | neutral leak | own-label acc. | coverage |",
+             "|---|---|---|---|---|"]
+    for s, r in m["by_crop_scale"].items():
+        lines.append(f"| {s} | {r['happy_vs_sad']['accuracy']:.2%} | "
+                     f"{r['neutral_leak']['rate']:.2%} | {r['accuracy_argmax']:.2%} | "
+                     f"{r['coverage']:.2%} |")
+    return "\n".join(lines)

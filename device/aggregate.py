@@ -77,6 +77,7 @@ class Aggregator:
         self.content_id = content_id
         self._segs: list[_Segment] = []  # held closed segments, then the current one
         self._parts: dict[tuple[float, str | None], int] = {}
+        self._last_frame_ts = -math.inf
 
     # -- time ------------------------------------------------------------------
     def _window_of(self, ts: float) -> float:
@@ -119,6 +120,7 @@ class Aggregator:
         """One processed frame and the moods of its faces; returns finished payloads."""
         seg = self._current(ts)
         seg.frames += 1
+        self._last_frame_ts = max(self._last_frame_ts, ts)
         for m in moods:
             seg.det[m.label] = seg.det.get(m.label, 0) + 1
             seg.conf[m.label] = seg.conf.get(m.label, 0.0) + m.confidence
@@ -149,7 +151,11 @@ class Aggregator:
         self.content_id = content_id
         if not self._segs or self._segs[-1].end is not None:
             return []
+        # The announcement's clock (the broker thread's wall time) may lag the frames'
+        # (the camera's timestamps): a switch never reaches back before a counted frame.
+        ts = max(ts, self._last_frame_ts)
         cur = self._current(ts)
+        ts = max(ts, cur.start)
         if ts <= cur.start and cur.empty():
             # Nothing happened under the old content yet: relabel rather than emit a
             # zero-length segment (and give its part number back).

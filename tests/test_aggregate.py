@@ -145,3 +145,19 @@ def test_payloads_validate_against_the_published_schema() -> None:
     assert len(out) == 2
     for i, p in enumerate(out, 1):
         validate_mood({**p, "seq": i})
+
+
+def test_content_switch_stamped_before_the_last_frame_never_ends_before_start() -> None:
+    from device.payloads import validate_mood
+
+    agg = Aggregator("dev", ["happy", "sad"], MODEL, window_s=60)
+    agg.add_frame(100.0, [])
+    agg.add_frame(101.0, [])
+    out = agg.set_content("promo-1", 100.5)  # the announcement's clock lags the camera's
+    out += agg.add_frame(102.0, [])
+    out += agg.close(103.0)
+    assert [p["content_id"] for p in out] == [None, "promo-1"]
+    for p in out:
+        p["seq"] = 1
+        validate_mood(p)
+        assert p["end"] >= p["start"]

@@ -178,12 +178,6 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_model(args: argparse.Namespace) -> int:
-    # Slot for the model deployment commands (install, verify, rollback) of the deploy issue.
-    print("moodcam model: no model commands in this version", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="moodcam", description=__doc__.splitlines()[0]
                                  if __doc__ else None)
@@ -238,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("version", help="print versions")
     p.set_defaults(func=cmd_version)
 
-    p = sub.add_parser("model", help="model deployment (reserved)")
-    p.add_subparsers(dest="model_command", metavar="MODEL_COMMAND")
-    p.set_defaults(func=cmd_model)
+    p = sub.add_parser("model", help="install, list and roll back model versions")
+    from device.modelcli import add_model_commands
+
+    add_model_commands(p)
     return ap
 
 

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Install (or upgrade, or remove) moodcam on a Raspberry Pi. Run as root; re-running
+# upgrades and changes nothing that is already right. See docs/operators.md.
+#
+#   sudo deploy/install.sh                        install / upgrade, start the service
+#   sudo deploy/install.sh --detector-file F.onnx offline: YuNet from a file, not the web
+#   sudo deploy/install.sh --uninstall            remove all but config and spool
+#   sudo deploy/install.sh --uninstall --purge    remove everything
+#
+# --root PREFIX puts every path under PREFIX (and skips apt, the user and systemd), so
+# the whole install runs for real in a temporary directory; there the config written
+# names the paths under PREFIX so `moodcam run --config PREFIX/etc/moodcam/moodcam.toml`
+# works as is. pip honours PIP_* variables and --pip-args, e.g. for a local wheelhouse:
+#   --pip-args "--no-index --find-links /media/usb/wheels"
+set -euo pipefail
+
+usage() {
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  cat <<'EOF'
+Options:
+  --root PREFIX        install under PREFIX (tests, images); no apt, user or systemd
+  --source DIR         moodcam source tree to install (default: this script's project)
+  --no-apt             do not run apt-get (packages are already there, or no network)
+  --tflite-runtime     also install tflite-runtime (ai-edge-litert is always installed)
+  --detector-file F    YuNet face_detection_yunet_2023mar.onnx to use instead of fetching it
+  --device-id ID       device id for a new config (default: the host name)
+  --python PY          interpreter the venv is made from (default: python3)
+  --pip-args ARGS      extra pip arguments (e.g. an offline wheelhouse)
+  --uninstall          remove moodcam, keeping /etc/moodcam and the spool
+  --purge              with --uninstall: remove the config, spool and user too
+EOF
+}
+
+YUNET_URL=https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx
+YUNET_SHA256=8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4
+YUNET_NAME=face_detection_yunet_2023mar.onnx
+
+ROOT= SRC= APT=1 TFLITE=0 DETECTOR_FILE= DEVICE_ID= PY=python3 PIP_ARGS= MODE=install PURGE=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --root) ROOT=${2:?--root needs a directory}; shift ;;
+    --source) SRC=${2:?--source needs a directory}; shift ;;
+    --no-apt) APT=0 ;;
+    --tflite-runtime) TFLITE=1 ;;
+    --detector-file) DETECTOR_FILE=${2:?--detector-file needs a file}; shift ;;
+    --device-id) DEVICE_ID=${2:?--device-id needs a value}; shift ;;
+    --python) PY=${2:?--python needs an interpreter}; shift ;;
+    --pip-args) PIP_ARGS=${2?--pip-args needs a value}; shift ;;
+    --uninstall) MODE=uninstall ;;
+    --purge) PURGE=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { printf '== %s\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+if [ -n "$ROOT" ]; then
+  mkdir -p "$ROOT"
+  ROOT=$(cd "$ROOT" && pwd)
+  [ "$ROOT" != / ] || ROOT=
+fi
+[ -n "$ROOT" ] || [ "$(id -u)" = 0 ] || die "run as root (sudo $0 $*), or use --root PREFIX"
+[ "$PURGE" = 0 ] || [ "$MODE" = uninstall ] || die "--purge goes with --uninstall"
+SRC=$(cd "${SRC:-$(dirname "$0")/..}" && pwd)
+[ -f "$SRC/pyproject.toml" ] && [ -d "$SRC/device" ] || die "$SRC is not a moodcam source tree (--source)"
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+if [ -n "$DETECTOR_FILE" ] && [ "$MODE" = install ]; then  # checked before anything changes
+  [ -f "$DETECTOR_FILE" ] || die "--detector-file $DETECTOR_FILE: no such file"
+  [ "$(sha_of "$DETECTOR_FILE")" = "$YUNET_SHA256" ] \
+    || die "--detector-file $DETECTOR_FILE: sha256 is not YuNet 2023mar's ($YUNET_SHA256)"
+fi
+
+OPT=$ROOT/opt/moodcam
+VENV=$OPT/venv
+ETC=$ROOT/etc/moodcam
+CONF=$ETC/moodcam.toml
+STATE=$ROOT/var/lib/moodcam
+STORE=$STATE/models
+DETECTOR=$STATE/detector/$YUNET_NAME
+UNITDIR=$ROOT/etc/systemd/system
+UNIT=$UNITDIR/moodcam.service
+WANTS=$UNITDIR/multi-user.target.wants/moodcam.service
+
+# systemctl only where systemd really runs this machine: not under --root, not in a
+# chroot or a container without systemd (the emulated-Pi build runs us in a chroot).
+systemd_running() { [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
+no_systemd_reason() {
+  if [ -n "$ROOT" ]; then echo "--root given"; else echo "systemd is not running here (chroot or container)"; fi
+}
+
+# -- uninstall ---------------------------------------------------------------------------
+if [ "$MODE" = uninstall ]; then
+  say "removing moodcam${ROOT:+ from $ROOT}"
+  if systemd_running; then
+    systemctl disable --now moodcam 2>/dev/null || true
+  else
+    note "not stopping a service: $(no_systemd_reason)"
+  fi
+  rm -f "$WANTS" "$UNIT"
+  if systemd_running; then systemctl daemon-reload; fi
+  rm -rf "$OPT" "$STORE" "$STATE/detector"
+  if [ "$PURGE" = 1 ]; then
+    rm -rf "$ETC" "$STATE"
+    if [ -z "$ROOT" ] && getent passwd moodcam >/dev/null; then userdel moodcam || true; fi
+    note "purged: config, spool, models and the moodcam user are gone"
+  else
+    note "kept: $ETC (config) and $STATE (spool); --uninstall --purge removes them too"
+  fi
+  exit 0
+fi
+
+# -- packages ----------------------------------------------------------------------------
+if [ -n "$ROOT" ] && [ "$APT" = 1 ]; then
+  note "--root: skipping apt (it would change this machine, not $ROOT)"
+  APT=0
+fi
+if [ "$APT" = 1 ]; then
+  command -v apt-get >/dev/null || die "apt-get not found: install python3-venv yourself and pass --no-apt"
+  say "apt: python3-venv, python3-picamera2"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  pkgs=(python3-venv ca-certificates)
+  # picamera2 is Raspberry Pi OS only (not in Debian): without it moodcam still runs
+  # with USB/V4L2 cameras, video files and streams.
+  if apt-cache show python3-picamera2 >/dev/null 2>&1; then
+    pkgs+=(python3-picamera2)
+  else
+    note "python3-picamera2 is not in the apt index: no Pi camera package (not Raspberry Pi OS?);"
+    note "USB cameras, video files and streams still work"
+  fi
+  # --no-install-recommends: on Lite, picamera2's recommends pull in a desktop's worth.
+  apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+fi
+
+# -- user ---------------------------------------------------------------------------------
+if [ -z "$ROOT" ]; then
+  getent group video >/dev/null || groupadd --system video
+  if ! getent passwd moodcam >/dev/null; then
+    useradd --system --user-group --groups video --home-dir /var/lib/moodcam \
+      --no-create-home --shell /usr/sbin/nologin moodcam
+    say "created system user moodcam (group video)"
+  else
+    usermod -aG video moodcam
+  fi
+fi
+
+# -- venv ---------------------------------------------------------------------------------
+extras=litert
+[ "$TFLITE" = 0 ] || extras=litert,tflite
+say "venv $VENV (--system-site-packages), moodcam[$extras] with deploy/constraints-pi.txt"
+mkdir -p "$OPT"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv --system-site-packages "$VENV" \
+    || die "cannot create a venv with $PY (apt-get install python3-venv)"
+fi
+# shellcheck disable=SC2086  # PIP_ARGS is a list of arguments on purpose
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+  -c "$SRC/deploy/constraints-pi.txt" $PIP_ARGS "$SRC[$extras]" \
+  || die "pip could not install moodcam into $VENV (network? try --pip-args with a wheelhouse)"
+cp "$SRC/README.md" "$OPT/README.md" 2>/dev/null || true
+note "chosen: $("$VENV/bin/moodcam" version)"
+"$VENV/bin/python" -c 'import picamera2' 2>/dev/null \
+  && note "picamera2: available (from apt)" \
+  || note "picamera2: not available (no Pi camera support; USB/V4L2, files and streams work)"
+
+# -- face detector --------------------------------------------------------------------------
+mkdir -p "$(dirname "$DETECTOR")"
+if [ -n "$DETECTOR_FILE" ]; then
+  install -m 0644 "$DETECTOR_FILE" "$DETECTOR.part" && mv -f "$DETECTOR.part" "$DETECTOR"
+  say "detector: YuNet from $DETECTOR_FILE (sha256 verified)"
+elif [ -f "$DETECTOR" ] && [ "$(sha_of "$DETECTOR")" = "$YUNET_SHA256" ]; then
+  say "detector: YuNet already in place (sha256 verified)"
+else
+  say "detector: fetching YuNet from $YUNET_URL"
+  if "$VENV/bin/python" - "$YUNET_URL" "$DETECTOR.part" <<'EOF' \
+      && [ "$(sha_of "$DETECTOR.part")" = "$YUNET_SHA256" ]; then
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], "wb") as f:
+    f.write(r.read())
+EOF
+    chmod 0644 "$DETECTOR.part" && mv -f "$DETECTOR.part" "$DETECTOR"
+    note "sha256 verified"
+  else
+    rm -f "$DETECTOR.part"
+    note "could not fetch YuNet (or its sha256 was wrong): using the Haar cascade fallback"
+    note "(less accurate); later: install.sh --detector-file face_detection_yunet_2023mar.onnx"
+  fi
+fi
+
+# -- config -------------------------------------------------------------------------------
+mkdir -p "$ETC" "$STATE"
+if [ -e "$CONF" ]; then
+  say "config: keeping $CONF"
+else
+  # The host name made a valid topic level by the daemon's own rule.
+  [ -n "$DEVICE_ID" ] || DEVICE_ID=$("$VENV/bin/python" -c \
+    'from device.assemble import hostname_device_id; print(hostname_device_id())')
+  "$VENV/bin/python" - "$SRC/deploy/moodcam.example.toml" "$CONF.part" "$DEVICE_ID" "$ROOT" <<'EOF'
+import re, sys
+src, out, device_id, root = sys.argv[1:]
+text = open(src).read()
+text = re.sub(r'(?m)^device_id = ".*"$', f'device_id = "{device_id}"', text, count=1)
+if root:  # point the file's paths into the prefix, and the model at the store there
+    text = re.sub(r'"(/var/lib/moodcam|/etc/moodcam)/', lambda m: f'"{root}{m[1]}/', text)
+    text = re.sub(r'(?m)^# (dir = ".*")$', r"\1", text, count=1)
+open(out, "w").write(text)
+EOF
+  chmod 0640 "$CONF.part" && mv -f "$CONF.part" "$CONF"
+  say "config: wrote $CONF (device_id = \"$DEVICE_ID\"); edit [mqtt] to point at your broker"
+fi
+"$VENV/bin/moodcam" check-config "$CONF" || die "$CONF is invalid (see above); fix it and re-run"
+
+# -- model --------------------------------------------------------------------------------
+if [ -L "$STORE/current" ] && [ -d "$STORE/current" ]; then
+  say "model: keeping the current one ($(readlink "$STORE/current"))"
+else
+  say "model: installing the shipped model into $STORE"
+  bundle=$(mktemp "${TMPDIR:-/tmp}/moodcam-shipped.XXXXXX.tar")
+  trap 'rm -f "$bundle"' EXIT
+  "$VENV/bin/python" -c 'import sys; from pathlib import Path; from device.bundle import write_bundle
+write_bundle(Path(sys.argv[1]), Path(sys.argv[2]))' "$bundle" "$SRC/models"
+  # The shipped model comes with the package, not from the fleet: no signature to check.
+  "$VENV/bin/moodcam" model install "$bundle" --config "$CONF" --store "$STORE" \
+    --no-reload --allow-unsigned
+fi
+
+# -- ownership ----------------------------------------------------------------------------
+if [ -z "$ROOT" ]; then
+  chown -R moodcam:moodcam "$STATE"
+  chmod 0750 "$STATE"
+  chown root:moodcam "$ETC" "$CONF"
+  chmod 0750 "$ETC"
+fi
+
+# -- service ------------------------------------------------------------------------------
+mkdir -p "$(dirname "$WANTS")"
+install -m 0644 "$SRC/systemd/moodcam.service" "$UNIT"
+ln -sfn /etc/systemd/system/moodcam.service "$WANTS"  # what `systemctl enable` does
+if systemd_running; then
+  systemctl daemon-reload
+  systemctl enable moodcam >/dev/null
+  say "starting moodcam"
+  systemctl restart moodcam || note "the service failed to start: journalctl -u moodcam -e"
+  systemctl --no-pager status moodcam || true
+else
+  say "service: installed and enabled, not started: $(no_systemd_reason)"
+  note "start it with: systemctl start moodcam (or $VENV/bin/moodcam run --config $CONF)"
+fi
+
+say "MQTT topics"
+"$VENV/bin/python" - "$CONF" <<'EOF'
+import sys
+from device.config import load_config
+from device.topics import Topics
+cfg = load_config(sys.argv[1])
+t = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
+where = f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "nowhere (mqtt.enabled = false)"
+print(f"   broker {where}")
+print(f"   {t.availability}  retained: online / offline (last will) / stopped")
+print(f"   {t.status}  retained JSON: model sha256, camera, fps, spool")
+print(f"   {t.mood}  one JSON window per {cfg.aggregate.window_s} s (QoS 1)")
+EOF
+say "done"

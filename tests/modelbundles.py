@@ -1,0 +1,74 @@
+"""Real model bundles for the deployment tests, made from a copy of the shipped model.
+
+A second, genuinely different model is the shipped one with its flatbuffer's
+`min_runtime_version` string changed: a new sha256, the same outputs. Bad bundles are the
+shipped one with one thing broken, as an operator could get them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.bundle import write_bundle
+from device.manifest import sha256_file
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+FILES = ("manifest.json", "model.tflite", "golden.npz")
+
+
+def model_copy(dest: Path, variant: int = 0,
+               edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """models/ copied to dest; variant n > 0 is a different model file with the same
+    outputs; edit changes the manifest (after the sha256 is set)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in FILES:
+        shutil.copy(MODELS / f, dest / f)
+    m = json.loads((dest / "manifest.json").read_text())
+    if variant:
+        blob = (dest / "model.tflite").read_bytes()
+        assert blob.count(b"1.14.0") == 1, "the shipped model changed: update model_copy"
+        (dest / "model.tflite").write_bytes(blob.replace(b"1.14.0", f"1.14.{variant}".encode()))
+        m["version"] = f"{m['version']}-v{variant}"
+        m["model_sha256"] = sha256_file(dest / "model.tflite")
+    if edit is not None:
+        edit(m)
+    (dest / "manifest.json").write_text(json.dumps(m, indent=2))
+    return dest
+
+
+def bundle(tmp: Path, name: str, variant: int = 0,
+           edit: Callable[[dict[str, Any]], None] | None = None,
+           key: bytes | None = None) -> Path:
+    d = model_copy(tmp / f"{name}.d", variant, edit)
+    out = tmp / f"{name}.tar"
+    if edit is None:
+        return write_bundle(out, d, key)
+    # write_bundle refuses manifests that do not match their model: pack by hand.
+    with tarfile.open(out, "w") as tar:
+        for f in FILES:
+            tar.add(d / f, arcname=f)
+    return out
+
+
+def golden_off(tmp: Path, name: str) -> Path:
+    """A new model whose golden outputs were recorded for another model."""
+    d = model_copy(tmp / f"{name}.d", variant=3)
+    with np.load(d / "golden.npz") as z:
+        inputs, outputs = z["inputs"], z["outputs"]
+    np.savez(d / "golden.npz", inputs=inputs, outputs=np.roll(outputs, 1, axis=1))
+    return write_bundle(tmp / f"{name}.tar", d)
+
+
+def sha_of(variant: int = 0) -> str:
+    if variant == 0:
+        return str(json.loads((MODELS / "manifest.json").read_text())["model_sha256"])
+    blob = (MODELS / "model.tflite").read_bytes().replace(b"1.14.0", f"1.14.{variant}".encode())
+    return hashlib.sha256(blob).hexdigest()

@@ -87,9 +87,17 @@ WANTS=$UNITDIR/multi-user.target.wants/moodcam.service
 
 # systemctl only where systemd really runs this machine: not under --root, not in a
 # chroot or a container without systemd (the emulated-Pi build runs us in a chroot).
-systemd_running() { [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
+in_chroot() {  # a chroot may see the host's /run/systemd through a bind mount
+  if command -v systemd-detect-virt >/dev/null; then systemd-detect-virt -q --chroot 2>/dev/null; return; fi
+  [ -r /proc/1/root ] && [ "$(stat -c %d:%i /)" != "$(stat -Lc %d:%i /proc/1/root 2>/dev/null)" ]
+}
+systemd_running() {
+  [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null && ! in_chroot
+}
 no_systemd_reason() {
-  if [ -n "$ROOT" ]; then echo "--root given"; else echo "systemd is not running here (chroot or container)"; fi
+  if [ -n "$ROOT" ]; then echo "--root given"
+  elif in_chroot; then echo "running in a chroot"
+  else echo "systemd is not running here (container?)"; fi
 }
 
 # -- uninstall ---------------------------------------------------------------------------

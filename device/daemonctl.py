@@ -225,7 +225,8 @@ class StatusWatcher:
             self._client.connect(m.host, m.port, keepalive=30)
         except (OSError, ssl.SSLError) as e:
             raise DaemonError(f"{where} unreachable ({e}): cannot confirm that the daemon "
-                              "picks up the model") from None
+                              "picks up the model (--no-reload installs it for the next "
+                              "restart)") from None
         self._client.loop_start()
         if not self._ready.wait(timeout) or self._error:
             self.close()

@@ -288,6 +288,9 @@ class ModelStore:
         """Point `current` at versions/<vid> by renaming a fresh symlink over it."""
         if not (self.versions_dir / vid).is_dir():
             raise StoreError(f"no version {vid!r} in {self.root}")
+        if self.current_link.exists() and not self.current_link.is_symlink():
+            raise StoreError(f"{self.current_link} is not a symlink, so it cannot be swapped "
+                             "atomically; move it away (or point model.dir elsewhere)")
         tmp = self.root / f"{CURRENT}{TMP}{secrets.token_hex(4)}"
         # Relative, so the store still works when seen from a chroot or another prefix.
         os.symlink(f"{VERSIONS}/{vid}", tmp)
@@ -296,6 +299,7 @@ class ModelStore:
         _fsync_path(self.root, directory=True)
         now = time.time()
         os.utime(self.versions_dir / vid, (now, now))
+        _fsync_path(self.versions_dir / vid, directory=True)
 
     def deactivate(self) -> None:
         """Remove `current` (the daemon then uses the model shipped with moodcam)."""

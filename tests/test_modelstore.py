@@ -21,7 +21,7 @@ from device.bundle import public_key_hex
 from device.classify import Classifier
 from device.cli import build_parser
 from device.modelstore import ModelStore
-from tests.broker import Broker, Subscriber
+from tests.broker import Broker, Subscriber, free_port
 from tests.modelbundles import MODELS, bundle, golden_off, sha_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -304,3 +304,22 @@ def test_daemon_picks_up_the_model_or_it_is_rolled_back(mosquitto: Broker, tmp_p
         sub.close()
     # The pending SIGHUPs of the stopped daemon and the rollback's may coalesce.
     assert derr.count("reloaded: model") >= 2, derr
+
+
+def test_unreachable_broker_stops_before_the_swap(tmp_path: Path) -> None:
+    """With a daemon to reload but no broker to confirm through, nothing changes."""
+    store = tmp_path / "models"
+    cfg = str(_daemon_config(tmp_path, store, free_port()))
+    assert model("install", str(bundle(tmp_path, "v0")), "--config", cfg, "--no-reload")[0] == 0
+    stand_in = subprocess.Popen(["sleep", "60"])  # a process to play the daemon's pid
+    try:
+        rc, _, err = model("install", str(bundle(tmp_path, "v1", 1)), "--config", cfg,
+                           "--pid", str(stand_in.pid))
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    line = error_line(err)
+    assert rc == 1 and "unreachable" in line and "--no-reload installs it" in line
+    s = ModelStore(store)
+    assert s.current().manifest.model_sha256 == sha_of(0)
+    assert [v.id for v in s.versions()] == [s.current_id()]

@@ -289,6 +289,7 @@ def test_ansible_push_playbook(fleet: Fleet) -> None:
         f"moodcam_bin={MOODCAM}\nmoodcam_model_args=--timeout 30\n")
     v3 = bundle(base, "v3", 3)
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_PIPELINING": "True",
            "ANSIBLE_LOCAL_TEMP": str(base / "ansible-local"),
            "ANSIBLE_REMOTE_TMP": str(base / "ansible-remote")}
     cmd = [playbook, "-i", str(inv), str(ROOT / "deploy" / "ansible" / "push-model.yml"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,7 +117,15 @@ def extract_bundle(bundle: Path, dest: Path, public_key: str | None = None) -> M
                 if needed not in names:
                     raise BundleError(f"bundle lacks {needed}")
             dest.mkdir(parents=True)
-            tar.extractall(dest, filter="data")
+            # Plain files with the known names only: tarfile's extraction filters arrived
+            # in 3.11.4, and the Pi's Python (Debian bookworm) is 3.11.2.
+            for member in tar.getmembers():
+                if not member.isfile():
+                    raise BundleError(f"bundle member {member.name} is not a plain file")
+                src = tar.extractfile(member)
+                assert src is not None
+                with src, (dest / member.name).open("wb") as out:
+                    shutil.copyfileobj(src, out)
     except FileNotFoundError as e:
         raise BundleError(f"bundle not found: {bundle}") from e
     except (tarfile.TarError, EOFError, OSError) as e:

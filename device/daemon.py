@@ -264,6 +264,8 @@ class Daemon:
             log.error("reload failed, keeping the running config and model: %s", msg)
         finally:
             self.notifier.ready(self._status_line())
+            # Right away, not at the next interval: `moodcam model install` waits on it.
+            self._publish_status()
 
     def _reload_now(self) -> None:
         old, p = self.cfg, self.pipeline

@@ -109,21 +109,22 @@ def extract_bundle(bundle: Path, dest: Path, public_key: str | None = None) -> M
     """
     try:
         with tarfile.open(bundle, "r:*") as tar:
-            names = tar.getnames()
+            members = tar.getmembers()
+            names = [m.name for m in members]
             unexpected = set(names) - {MANIFEST, GOLDEN, SIGNATURE, "model.tflite"}
             if unexpected:
                 raise BundleError(f"bundle has unexpected members: {sorted(unexpected)}")
             for needed in (MANIFEST, GOLDEN):
                 if needed not in names:
                     raise BundleError(f"bundle lacks {needed}")
+            # Plain files with the known names, once each, written by hand: tarfile's
+            # extraction filters arrived in 3.11.4 and the Pi's Python (bookworm) is 3.11.2.
+            if any(not m.isfile() for m in members) or len(set(names)) != len(names):
+                raise BundleError(f"bundle members must be plain files, once each: {names}")
             dest.mkdir(parents=True)
-            # Plain files with the known names only: tarfile's extraction filters arrived
-            # in 3.11.4, and the Pi's Python (Debian bookworm) is 3.11.2.
-            for member in tar.getmembers():
-                if not member.isfile():
-                    raise BundleError(f"bundle member {member.name} is not a plain file")
+            for member in members:
                 src = tar.extractfile(member)
-                assert src is not None
+                assert src is not None  # a regular file
                 with src, (dest / member.name).open("wb") as out:
                     shutil.copyfileobj(src, out)
     except FileNotFoundError as e:
@@ -138,6 +139,8 @@ def extract_bundle(bundle: Path, dest: Path, public_key: str | None = None) -> M
         verify_signature((dest / MANIFEST).read_bytes(), sig_path.read_bytes(), public_key)
     try:
         manifest = load_manifest(dest / MANIFEST)
+        if (dest / manifest.model_file).parent != dest:
+            raise ManifestError(f"model_file {manifest.model_file!r} is not a plain file name")
         verify_model_file(manifest, dest / manifest.model_file)
     except ManifestError as e:
         raise BundleError(str(e)) from e

@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import shutil
-import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,8 +37,8 @@ from device.bundle import (
     SIGNATURE,
     BundleError,
     check_golden,
+    extract_bundle,
     load_golden,
-    verify_signature,
 )
 from device.manifest import Manifest, ManifestError, load_manifest, verify_model_file
 
@@ -105,56 +104,6 @@ def _rmtree(path: Path) -> None:
         path.unlink(missing_ok=True)
     elif path.exists():
         shutil.rmtree(path)
-
-
-def _unpack(bundle: Path, dest: Path) -> None:
-    """Write a bundle's members into dest: plain files with the known names only.
-
-    Done by hand rather than with bundle.extract_bundle because tarfile's extraction
-    filters are missing from Debian bookworm's Python 3.11.2, the Pi's; refusing links,
-    devices and paths outright is as safe as the "data" filter for these four files.
-    """
-    try:
-        with tarfile.open(bundle, "r:*") as tar:
-            members = tar.getmembers()
-            names = [m.name for m in members]
-            unexpected = set(names) - {MANIFEST, GOLDEN, SIGNATURE, "model.tflite"}
-            if unexpected:
-                raise BundleError(f"bundle has unexpected members: {sorted(unexpected)}")
-            for needed in (MANIFEST, GOLDEN):
-                if needed not in names:
-                    raise BundleError(f"bundle lacks {needed}")
-            odd = [m.name for m in members if not m.isfile()]
-            if odd or len(set(names)) != len(names):
-                raise BundleError(f"bundle members must be plain files, once each: {names}")
-            dest.mkdir(parents=True)
-            for m in members:
-                src = tar.extractfile(m)
-                assert src is not None  # a regular file
-                with src, (dest / m.name).open("wb") as out:
-                    shutil.copyfileobj(src, out)
-    except FileNotFoundError as e:
-        raise BundleError(f"bundle not found: {bundle}") from e
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise BundleError(f"bundle {bundle.name} is not a readable tar (truncated upload?):"
-                          f" {e}") from e
-
-
-def _verify_unpacked(d: Path, public_key: str | None) -> Manifest:
-    """The signature (required when a public key is given), the manifest, the sha256."""
-    if public_key:
-        if not (d / SIGNATURE).exists():
-            raise BundleError("bundle is unsigned but a public key is configured")
-        verify_signature((d / MANIFEST).read_bytes(), (d / SIGNATURE).read_bytes(),
-                         public_key)
-    try:
-        manifest = load_manifest(d / MANIFEST)
-        if (d / manifest.model_file).parent != d:
-            raise ManifestError(f"model_file {manifest.model_file!r} is not a plain file name")
-        verify_model_file(manifest, d / manifest.model_file)
-    except ManifestError as e:
-        raise BundleError(str(e)) from e
-    return manifest
 
 
 class ModelStore:
@@ -250,8 +199,7 @@ class ModelStore:
         """Unpack and verify a bundle (tar, signature, manifest, sha256) inside the store."""
         tmp = self.versions_dir / f"{TMP}{secrets.token_hex(4)}"
         try:
-            _unpack(bundle, tmp)
-            manifest = _verify_unpacked(tmp, public_key)
+            manifest = extract_bundle(bundle, tmp, public_key)
         except BundleError as e:
             _rmtree(tmp)
             # Name files as they are in the bundle, not by the staging path.

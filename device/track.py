@@ -172,18 +172,27 @@ class Tracker:
         pairs: list[tuple[int, int]] = []
         used_t: set[int] = set()
         used_b: set[int] = set()
-        iou = iou_matrix(tb, b)
-        for flat in np.argsort(-iou, axis=None):
-            ti, bi = divmod(int(flat), len(b))
-            if iou[ti, bi] < self.iou_threshold:
-                break
-            if ti in used_t or bi in used_b:
-                continue
-            pairs.append((ti, bi))
-            used_t.add(ti)
-            used_b.add(bi)
+
+        def greedy(cost: np.ndarray, limit: float) -> None:
+            """Take (track, box) pairs in ascending cost while cost <= limit."""
+            for flat in np.argsort(cost, axis=None):
+                ti, bi = divmod(int(flat), len(b))
+                if cost[ti, bi] > limit:
+                    break
+                if ti not in used_t and bi not in used_b:
+                    pairs.append((ti, bi))
+                    used_t.add(ti)
+                    used_b.add(bi)
+
+        greedy(-iou_matrix(tb, b), -self.iou_threshold)
         if len(used_t) == len(tb) or len(used_b) == len(b):
             return pairs
+        tc = tb[:, :2] + tb[:, 2:] / 2
+        bc = b[:, :2] + b[:, 2:] / 2
+        dist = np.linalg.norm(tc[:, None, :] - bc[None, :, :], axis=2)
+        side = np.maximum(tb[:, 2:].max(axis=1)[:, None], b[:, 2:].max(axis=1)[None, :])
+        greedy(dist / np.maximum(side, 1e-9), self.max_distance)
+        return pairs
         tc = tb[:, :2] + tb[:, 2:] / 2
         bc = b[:, :2] + b[:, 2:] / 2
         dist = np.linalg.norm(tc[:, None, :] - bc[None, :, :], axis=2)

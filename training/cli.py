@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--name", default="moodcam-fer")
     f.add_argument("--version", help="model version (default: UTC timestamp)")
     f.add_argument("--no-augment", action="store_true")
+    f.add_argument("--export-now", action="store_true",
+                   help="with --resume: export the best checkpoint so far, train no further")
 
     e = sub.add_parser("evaluate", help="evaluate an int8 model on a labelled set")
     e.add_argument("--model", type=Path, required=True,
@@ -88,7 +90,8 @@ def _fit(a: argparse.Namespace) -> int:
         epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, val_fraction=a.val_fraction,
         max_per_class=a.max_per_class, resume=a.resume, min_confidence=a.min_confidence,
         crop_scale=a.crop_scale, crop_shift_y=a.crop_shift_y, key=a.key, name=a.name,
-        version=a.version, augment=not a.no_augment)
+        version=a.version, augment=not a.no_augment,
+        export_now=a.export_now)
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
                         " choose a new --out")

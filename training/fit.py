@@ -50,6 +50,7 @@ class FitOptions:
     name: str = "moodcam-fer"
     version: str | None = None
     augment: bool = True
+    export_now: bool = False  # with resume: export the best checkpoint, train no further
 
 
 @dataclass
@@ -189,7 +190,7 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
                 state["best_epoch"] = epoch + 1
             ck.save(self.model, state, best)
 
-    if state["epoch"] < opts.epochs:
+    if state["epoch"] < opts.epochs and not (opts.export_now and opts.resume):
         t0 = time.time()
         model.fit(ds_train, validation_data=ds_val, epochs=opts.epochs,
                   initial_epoch=state["epoch"], callbacks=[_Save()],

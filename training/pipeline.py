@@ -117,7 +117,8 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "crop_shift_y": framing["crop_shift_y"], "framing_source": framing["source"],
            "data_report": prep.report.summary(), "labels": labels, "arch": opts.arch,
            "width": opts.width, "size": opts.size, "val_fraction": opts.val_fraction,
-           "model_ref": "models/"}
+           "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
+           "best_epoch": state.get("best_epoch")}
     write_report(opts.out, ctx)
     write_model_card(opts.out, ctx)
     log.info("wrote %s", bundle)

@@ -109,7 +109,8 @@ def write_report(run: Path, ctx: dict[str, Any]) -> Path:
     m = ctx["metrics"]
     lines = [f"# moodcam model report: {ctx['name']} {ctx['version']}", "",
              f"Trained by `{ctx['command']}`; wall time {ctx['wall_s'] / 60:.1f} min on "
-             f"{ctx['cpus']} CPU cores.", "",
+             f"{ctx['cpus']} CPU cores; {ctx['epochs']} of {ctx['planned_epochs']} planned epochs"
+             f" trained, weights from the best validation epoch ({ctx['best_epoch']}).", "",
              f"## Headline (int8 model, device runtime, {m.get('split', 'test')} split)", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(m)]

@@ -1,0 +1,535 @@
+#!/usr/bin/env bash
+# The Pi install, for real, on an emulated Raspberry Pi (CI runs this; needs root).
+#
+# A Debian bookworm arm64 root (what Raspberry Pi OS 64-bit is built on: Python 3.11) is
+# made with debootstrap and run under qemu-user-static through binfmt_misc. Inside it the
+# project's installer builds the Pi venv from the package index (aarch64 wheels of numpy<2,
+# OpenCV 4.11, ai-edge-litert, tflite-runtime), then a smoke run (version, check-config,
+# classify with both runtimes, a short replay) must give the same labels as x86 does with
+# the same runtime. The emulated CPU is the Pi 4's (Cortex-A72, also in /proc/cpuinfo).
+#
+# The base root is cached (keyed by a hash of the debootstrap parameters) and never
+# modified: each run installs into a throwaway overlay on top of it, so every run does
+# the install from scratch; only pip's download cache is kept between runs.
+#
+# Usage: deploy/pi-emulated.sh [--rebuild] [--keep]     run (build the root if needed)
+#        deploy/pi-emulated.sh --clean                  drop the cache and exit
+#   --rebuild  drop the cached root (and pip cache) first: a cold run
+#   --keep     keep this run's overlay and logs (path printed at the end)
+# Environment: MOODCAM_PI_CACHE (default /var/cache/moodcam-pi), MOODCAM_PI_MIRROR (default:
+# the Debian mirror of the host's apt sources), MOODCAM_SHARED (default ../shared),
+# MOODCAM_HOST_PYTHON, MOODCAM_HOST_PYTHON_TFLITE (the x86 references: deploy/test.sh's
+# .venv for ai-edge-litert and .venv-pi for tflite-runtime, which has no numpy 2 build).
+set -Eeuo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${MOODCAM_PI_CACHE:-/var/cache/moodcam-pi}
+shared=${MOODCAM_SHARED:-$repo/../shared}
+host_py=${MOODCAM_HOST_PYTHON:-$repo/.venv/bin/python}
+host_py_tflite=${MOODCAM_HOST_PYTHON_TFLITE:-$repo/.venv-pi/bin/python}
+
+SUITE=bookworm ARCH=arm64 VARIANT=minbase
+INCLUDE=python3,python3-venv,python3-pip,ca-certificates
+RECIPE=1  # bump when build_root changes what goes into the root
+# qemu's default "max" CPU made XNNPACK return wrong int8 outputs: emulate the Pi 4's core.
+export QEMU_CPU=cortex-a72
+YUNET_SHA256=8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4
+CACHE_TAG=.moodcam-pi-cache  # only a directory holding this is ever deleted by --clean
+
+clean=0 rebuild=0 keep=0
+for a in "$@"; do
+  case $a in
+    --clean) clean=1 ;;
+    --rebuild) rebuild=1 ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "pi-emulated: unknown argument $a (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+# Signals become an exit, so the EXIT traps below always unmount what they mounted.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+t0=$(date +%s)
+nstep=0
+child=  # a host process (debootstrap) to end if this script is interrupted
+step() {
+  nstep=$((nstep + 1))
+  local t=$(($(date +%s) - t0))
+  printf '== [%02d:%02d] %d. %s\n' $((t / 60)) $((t % 60)) "$nstep" "$*"
+}
+die() { echo "pi-emulated: FAIL: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mounts): sudo $0 $*"
+
+# --- mounts and deletion: never delete through a mount -----------------------------------
+umount_under() {  # every mount at or below $1, deepest first
+  local m
+  awk -v p="$1" '$2 == p || index($2, p "/") == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+}
+kill_inside() {  # SIGKILL the processes chrooted at or below $1 (ours), by pid
+  local p r
+  for p in /proc/[0-9]*; do
+    r=$(readlink "$p/root" 2>/dev/null) || continue
+    case $r in "$1" | "$1"/*) kill -9 "${p#/proc/}" 2>/dev/null || true ;; esac
+  done
+}
+safe_rm() {
+  [ -e "$1" ] || return 0
+  kill_inside "$1"
+  umount_under "$1"
+  if awk -v p="$1" '$2 == p || index($2, p "/") == 1 {f = 1} END {exit !f}' /proc/mounts; then
+    die "still mounted under $1; not deleting it"
+  fi
+  rm -rf --one-file-system "$1"
+}
+drop_cache() {
+  [ -e "$cache" ] || return 0
+  [ -e "$cache/$CACHE_TAG" ] || die "$cache is not a moodcam-pi cache (no $CACHE_TAG); not deleting"
+  safe_rm "$cache"
+}
+
+if [ $clean = 1 ]; then
+  if [ -e "$cache/.lock" ]; then exec 9<"$cache/.lock"; flock -w 7200 9; fi
+  drop_cache
+  echo "pi-emulated: cache $cache removed"
+  exit 0
+fi
+
+# One run at a time per cache (CI jobs on the same machine share it).
+mkdir -p "$cache"
+touch "$cache/$CACHE_TAG"
+exec 9>"$cache/.lock"
+flock -w 7200 9 || die "another run holds $cache/.lock"
+if [ $rebuild = 1 ]; then
+  step "--rebuild: dropping the cached root and pip cache"
+  for e in "$cache"/*; do safe_rm "$e"; done  # not the dotfiles: the lock we hold
+fi
+# Runs killed with SIGKILL leave their overlay (and maybe mounts) behind.
+for d in "$cache"/run.*; do [ -e "$d" ] && safe_rm "$d"; done
+
+# --- 1. host tools ------------------------------------------------------------------------
+step "host: debootstrap, qemu-user-static, binfmt_misc"
+need=()
+command -v debootstrap >/dev/null || need+=(debootstrap)
+[ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null || need+=(binfmt-support)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "   apt: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" \
+    >/dev/null
+fi
+binfmt=/proc/sys/fs/binfmt_misc
+if ! mountpoint -q $binfmt; then
+  echo "   mounting binfmt_misc at $binfmt"
+  mount -t binfmt_misc binfmt_misc $binfmt
+fi
+if ! head -1 $binfmt/qemu-aarch64 2>/dev/null | grep -qx enabled; then
+  echo "   registering qemu-aarch64 with binfmt_misc"
+  update-binfmts --enable qemu-aarch64
+fi
+head -1 $binfmt/qemu-aarch64 | grep -qx enabled || die "qemu-aarch64 is not enabled in $binfmt"
+qemu_interp=$(awk '$1 == "interpreter" {print $2}' $binfmt/qemu-aarch64)
+qemu_fixed=0  # flag F: the kernel opened the interpreter already, no copy needed in the root
+awk '$1 == "flags:" && $2 ~ /F/ {f = 1} END {exit !f}' $binfmt/qemu-aarch64 && qemu_fixed=1
+echo "   $(/usr/bin/qemu-aarch64-static --version | head -1); interpreter $qemu_interp" \
+  "(flags $(awk '$1 == "flags:" {print $2}' $binfmt/qemu-aarch64)); QEMU_CPU=$QEMU_CPU"
+
+# --- the host's Debian mirror --------------------------------------------------------------
+# The first enabled source carrying $SUITE (deb822 .sources, then one-line .list files).
+host_uri() {  # host_uri SUITE
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk -v s="$1" 'BEGIN {RS = ""} {
+        uris = ""; ok = 0; deb = 0
+        n = split($0, L, "\n")
+        for (i = 1; i <= n; i++) {
+          if (L[i] ~ /^URIs:/) uris = L[i]
+          if (L[i] ~ /^Types:.*(^|[ \t])deb([ \t]|$)/) deb = 1
+          if (L[i] ~ /^Suites:/) { m = split(L[i], S, /[ \t]+/); for (j = 2; j <= m; j++) if (S[j] == s) ok = 1 }
+          if (L[i] ~ /^Enabled:[ \t]*no/) deb = 0
+        }
+        if (ok && deb) { split(uris, U, /[ \t]+/); print U[2]; exit }
+      }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk -v s="$1" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) while (i <= NF && $i !~ /\]$/) i++
+        if ($2 ~ /^\[/) i++; if ($(i + 1) == s) { print $i; exit } }' "$f"
+  done
+}
+mirror=${MOODCAM_PI_MIRROR:-$(host_uri $SUITE | head -1)}
+mirror=${mirror:-http://deb.debian.org/debian}
+security=$(host_uri $SUITE-security | head -1)
+security=${security:-http://deb.debian.org/debian-security}
+mirror=${mirror%/} security=${security%/}
+echo "   Debian mirror: $mirror (security: $security)"
+
+# --- 2. the cached base root ---------------------------------------------------------------
+key=$(printf '%s\n' "$RECIPE" "$SUITE" "$ARCH" "$VARIANT" "$INCLUDE" "$mirror" "$security" \
+  "$(dpkg-query -W -f '${Version}' debootstrap)" | sha256sum | cut -c1-16)
+base=$cache/root-$SUITE-$ARCH-$key
+marker=.moodcam-pi-complete
+
+# qemu-user shows the host's x86 /proc/cpuinfo. With /sys mounted, XNNPACK's cpuinfo reads
+# it and ai-edge-litert segfaults; without /sys it silently skips XNNPACK. What a Pi 4
+# (BCM2711, 4x Cortex-A72 r0p3) shows, one entry per CPU sysfs lists, makes XNNPACK run as
+# on the Pi.
+pi_cpuinfo() {
+  local c range
+  for range in $(tr ',' ' ' </sys/devices/system/cpu/present); do
+    for c in $(seq "${range%-*}" "${range#*-}"); do
+      printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$c"
+      printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n'
+      printf 'CPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+    done
+  done
+  printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n'
+}
+chroot_mounts() {  # what a chroot needs; the EXIT trap (umount_under) takes them down
+  local r=$1
+  mount -t proc proc "$r/proc"
+  pi_cpuinfo >"$cache/cpuinfo-pi4"
+  mount --bind "$cache/cpuinfo-pi4" "$r/proc/cpuinfo"
+  mount --rbind /sys "$r/sys" && mount --make-rslave "$r/sys"
+  mount --rbind /dev "$r/dev" && mount --make-rslave "$r/dev"
+}
+inroot() {  # inroot ROOT CMD...: a clean environment, as a root shell on the Pi would have
+  local r=$1; shift
+  # In the background and waited for, so a signal ends this script at once (the EXIT
+  # trap then kills what still runs in the root); stdin passed on explicitly.
+  chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb QEMU_CPU="$QEMU_CPU" \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    DEBIAN_FRONTEND=noninteractive "$@" <&0 &
+  wait $!
+}
+host_files() {  # what lets the root reach Debian and PyPI the way the host does
+  local r=$1
+  cp --remove-destination /etc/resolv.conf "$r/etc/resolv.conf"
+  mkdir -p "$r/etc/ssl/certs"
+  cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/ca-certificates.crt"
+  if [ -d /usr/local/share/ca-certificates ]; then
+    mkdir -p "$r/usr/local/share/ca-certificates"
+    cp -r /usr/local/share/ca-certificates/. "$r/usr/local/share/ca-certificates/"
+  fi
+  if [ $qemu_fixed = 0 ]; then
+    mkdir -p "$r$(dirname "$qemu_interp")"
+    cp /usr/bin/qemu-aarch64-static "$r$qemu_interp"
+  fi
+}
+
+building=
+abort_build() {  # EXIT trap while building: stop what runs there, unmount; the next run
+  set +e         # finds the .partial root and starts over
+  [ -z "$child" ] || kill "$child" 2>/dev/null
+  kill_inside "$building"
+  umount_under "$building"
+}
+build_root() {
+  local part=$base.partial
+  [ ! -e "$part" ] || echo "   removing a half-built root (an interrupted build)"
+  safe_rm "$part"
+  # Roots of older recipes or mirrors.
+  for d in "$cache"/root-*; do [ -e "$d" ] && [ "$d" != "$base" ] && safe_rm "$d"; done
+  mkdir -p "$part"
+  building=$part
+  trap abort_build EXIT
+  echo "   debootstrap --foreign (downloads and unpacks on the host)"
+  debootstrap --arch=$ARCH --variant=$VARIANT --include=$INCLUDE --foreign \
+    $SUITE "$part" "$mirror" >"$cache/debootstrap.log" 2>&1 &
+  child=$!
+  wait $child ||
+    { tail -20 "$cache/debootstrap.log"; die "debootstrap (first stage) failed"; }
+  child=
+  host_files "$part"
+  echo "   debootstrap --second-stage (dpkg under qemu-aarch64)"
+  chroot "$part" /debootstrap/debootstrap --second-stage >>"$cache/debootstrap.log" 2>&1 &
+  wait $! ||
+    { tail -20 "$cache/debootstrap.log"; die "debootstrap (second stage) failed"; }
+  umount_under "$part"
+  cat >"$part/etc/apt/sources.list" <<EOF
+deb $mirror $SUITE main
+deb $mirror $SUITE-updates main
+deb $security $SUITE-security main
+EOF
+  # Keep the host's apt settings for reaching its mirror (e.g. snapshots past Valid-Until).
+  apt-config dump | grep -E '^Acquire::(Check-Valid-Until|Check-Date|https?::Proxy) ' \
+    >"$part/etc/apt/apt.conf.d/99moodcam-host" || true
+  echo "   apt-get update inside the root"
+  chroot_mounts "$part"
+  host_files "$part"
+  inroot "$part" apt-get update -qq >>"$cache/debootstrap.log" 2>&1 ||
+    { tail -20 "$cache/debootstrap.log"; die "apt-get update in the root failed"; }
+  umount_under "$part"
+  trap - EXIT
+  rm -rf "$part/var/cache/apt/archives/"*.deb
+  echo "$key $(date -u +%FT%TZ)" >"$part/$marker"
+  mv "$part" "$base"
+}
+
+if [ -f "$base/$marker" ]; then
+  step "base root: cached at $base"
+else
+  step "base root: building $SUITE $ARCH ($VARIANT + $INCLUDE) at $base"
+  [ -e "$base" ] && { echo "   half-built root found (no $marker): rebuilding"; safe_rm "$base"; }
+  build_root
+fi
+echo "   $(du -sh --one-file-system "$base" | cut -f1), built $(cut -d' ' -f2 "$base/$marker")"
+
+# --- 3. this run's overlay -----------------------------------------------------------------
+run=$cache/run.$$
+root=$run/root
+cleanup() {
+  local rc=$?
+  set +e
+  kill_inside "$run"
+  umount_under "$run"
+  if [ $keep = 1 ] && [ -e "$run" ]; then
+    mv "$run" "$cache/kept.$$" && echo "pi-emulated: kept in $cache/kept.$$ (delete by hand)"
+  else
+    safe_rm "$run"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+step "overlay root for this run, project and smoke inputs"
+mkdir -p "$run"/{upper,ovl,root} "$cache/pip"
+mount -t overlay overlay -o "lowerdir=$base,upperdir=$run/upper,workdir=$run/ovl" "$root"
+chroot_mounts "$root"
+host_files "$root"
+mkdir -p "$root/root/.cache/pip"
+mount --bind "$cache/pip" "$root/root/.cache/pip"
+
+# The project as the working tree has it (what the x86 reference's editable .venv runs):
+# tracked and untracked files, not what .gitignore ignores.
+src=/root/moodcam
+mkdir -p "$root$src"
+git -C "$repo" ls-files -z -c -o --exclude-standard --deduplicate | tar -C "$repo" --null -T - --ignore-failed-read -cf - 2>/dev/null |
+  tar -C "$root$src" -xf -
+echo "   project: $(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD ||
+  echo ' + local changes'), $(find "$root$src" -type f | wc -l) files -> $src"
+
+# Smoke inputs, made on the host: the YuNet model, real face images, configs.
+yunet=$shared/models/yunet/face_detection_yunet_2023mar.onnx
+fer=$shared/data/fer2013.zip
+[ -f "$yunet" ] || die "no $yunet (../shared is needed: the YuNet model)"
+[ -f "$fer" ] || die "no $fer (../shared is needed: FER-2013 test images)"
+echo "$YUNET_SHA256  $yunet" | sha256sum -c --quiet - || die "$yunet: wrong sha256"
+for py in "$host_py" "$host_py_tflite"; do
+  [ -x "$py" ] || die "no x86 reference venv at $py (deploy/test.sh makes it)"
+done
+host=$run/host
+mkdir -p "$host"/{images,frames,out}
+"$host_py" - "$host" "$fer" "$repo" <<'EOF'
+"""Real faces: skimage's astronaut, a 30-face mosaic of it, FER-2013 test images (48x48,
+upscaled and padded so the detector sees a whole head), and a replay sequence."""
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data
+
+out, fer, repo = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+sys.path.insert(0, repo)
+from tests.test_detect import mosaic  # noqa: E402
+
+astro = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+crowd = mosaic(astro)
+img = out / "images"
+cv2.imwrite(str(img / "astronaut.png"), astro)
+cv2.imwrite(str(img / "crowd30.png"), crowd)
+cv2.imwrite(str(img / "blank.png"), np.full((480, 640, 3), 90, np.uint8))
+with zipfile.ZipFile(fer) as z:
+    names = sorted(z.namelist())
+    for cls in ("happy", "sad", "neutral", "surprise", "angry"):
+        for n in [n for n in names if n.startswith(f"test/{cls}/") and n.endswith(".jpg")][:3]:
+            g = cv2.imdecode(np.frombuffer(z.read(n), np.uint8), cv2.IMREAD_GRAYSCALE)
+            g = cv2.resize(g, (192, 192), interpolation=cv2.INTER_CUBIC)
+            g = cv2.copyMakeBorder(g, 64, 64, 64, 64, cv2.BORDER_REPLICATE)
+            cv2.imwrite(str(img / f"fer-{cls}-{Path(n).stem}.png"), g)
+happy = cv2.imread(str(sorted(img.glob("fer-happy-*"))[0]))
+for i in range(18):  # 6 s each of one face, another face, the crowd
+    cv2.imwrite(str(out / "frames" / f"{i:03d}.png"), [astro, happy, crowd][i // 6])
+EOF
+smoke=/root/smoke
+mkdir -p "$root$smoke/out"
+cp -r "$host/images" "$host/frames" "$root$smoke/"
+cp "$yunet" "$root$smoke/yunet.onnx"
+config() {  # config RUNTIME YUNET: the documented example with a device id, YuNet, no broker
+  sed -e 's/^device_id = .*/device_id = "pi-emulated"/' -e "s|^yunet_model = .*|yunet_model = \"$2\"|" \
+    -e 's/^kind = "auto"/kind = "yunet"/' -e "s/^runtime = .*/runtime = \"$1\"/" \
+    -e '/^\[mqtt\]/,/^\[/ s/^enabled = true/enabled = false/' "$repo/deploy/moodcam.example.toml"
+}
+for rt in ai-edge-litert tflite-runtime; do
+  config $rt $smoke/yunet.onnx >"$root$smoke/$rt.toml"
+  config $rt "$yunet" >"$host/$rt.toml"
+done
+echo "   $(find "$host/images" -name '*.png' | wc -l) images, $(find "$host/frames" -name '*.png' |
+  wc -l) replay frames, YuNet (sha256 ok), configs for both runtimes"
+
+# --- 4. what the emulated CPU is -----------------------------------------------------------
+step "emulated CPU: aarch64, $QEMU_CPU features (no SVE, no dot product)"
+inroot "$root" python3 - <<'EOF' || die "the emulated CPU is not a Cortex-A72 (is QEMU_CPU passed?)"
+import ctypes, platform, sys
+hw = ctypes.CDLL(None).getauxval(16)  # AT_HWCAP
+names = {1 << 1: "asimd", 1 << 3: "aes", 1 << 7: "crc32", 1 << 8: "atomics",
+         1 << 20: "asimddp", 1 << 22: "sve"}
+have = [n for b, n in names.items() if hw & b]
+print(f"   {platform.machine()}, python {platform.python_version()}, hwcaps: {' '.join(have)}")
+sys.exit(platform.machine() != "aarch64" or any(n in have for n in ("atomics", "asimddp", "sve")))
+EOF
+
+# --- 5. the install ------------------------------------------------------------------------
+venv=/opt/moodcam/venv
+log=$run/install.log
+step "install: deploy/install.sh --tflite-runtime inside the root (apt, user, venv, detector, config, model)"
+[ -f "$root$src/deploy/install.sh" ] || die "no deploy/install.sh in the project"
+inroot "$root" bash $src/deploy/install.sh --source $src --detector-file $smoke/yunet.onnx \
+  --tflite-runtime --device-id pi-emulated >"$log" 2>&1 ||
+  { tail -30 "$log"; die "deploy/install.sh failed in the emulated Pi"; }
+# dpkg's progress and debconf's chatter are noise here; the rest is what an operator sees.
+grep -vE '^\(Reading database|^debconf: |^(Preparing to unpack|Unpacking|Selecting previously)' \
+  "$log" | sed 's/^/   | /'
+grep -q "no Pi camera package" "$log" ||
+  die "the installer did not say \"no Pi camera package\" (picamera2 is not in Debian)"
+inroot "$root" $venv/bin/python -m pip freeze --all 2>/dev/null |
+  grep -iE '^(numpy|opencv-python-headless|ai-edge-litert|tflite-runtime|moodcam)[=@ ]' |
+  sed 's/^/   chosen: /'
+inroot "$root" $venv/bin/python - <<'EOF' || die "the Pi venv is not what constraints-pi.txt asks for"
+import cv2, numpy
+ok = numpy.__version__.startswith("1.") and cv2.__version__.startswith("4.11.")
+print(f"   numpy {numpy.__version__} (<2: {ok}), opencv {cv2.__version__}")
+raise SystemExit(not ok)
+EOF
+
+# --- 6. smoke run inside the root ----------------------------------------------------------
+step "smoke (aarch64): moodcam version, check-config"
+mc=$venv/bin/moodcam
+out=$root$smoke/out
+version=$(inroot "$root" $mc version) || die "moodcam version failed in the Pi venv"
+echo "   $version"
+[[ $version == *"runtimes: ai-edge-litert, tflite-runtime"* ]] ||
+  die "both TFLite runtimes must import in the Pi venv"
+for conf in /etc/moodcam/moodcam.toml $smoke/ai-edge-litert.toml $smoke/tflite-runtime.toml; do
+  inroot "$root" $mc check-config "$conf" >"$run/check.out" 2>&1 ||
+    { cat "$run/check.out"; die "check-config $conf failed"; }
+  sed 's/^/   /' "$run/check.out"
+done
+
+mapfile -t names < <(cd "$host/images" && ls)
+for rt in ai-edge-litert tflite-runtime; do
+  step "smoke (aarch64): classify ${#names[@]} images with $rt, the installed model"
+  # The config's runtime is a preference: prove it is the one that actually loads.
+  got=$(inroot "$root" $venv/bin/python -c 'import sys
+from device.assemble import load_classifier
+from device.config import load_config
+print(load_classifier(load_config(sys.argv[1])).runtime)' \
+    $smoke/$rt.toml 2>"$run/probe-$rt.err") || { tail -5 "$run/probe-$rt.err"; }
+  [ "$got" = "$rt" ] || die "config runtime = $rt loaded ${got:-nothing}"
+  inroot "$root" $mc classify --json --config $smoke/$rt.toml \
+    "${names[@]/#/$smoke/images/}" >"$out/classify-$rt.jsonl" 2>"$run/classify-$rt.err" ||
+    { cat "$run/classify-$rt.err"; die "classify with $rt failed"; }
+done
+
+step "smoke (aarch64): replay of 18 frames (ai-edge-litert)"
+replay_args=(--json --window 10 --start 2026-01-01T00:00:00Z --device-id pi-emulated)
+inroot "$root" $mc replay $smoke/frames "${replay_args[@]}" --config $smoke/ai-edge-litert.toml \
+  >"$out/replay.jsonl" 2>"$run/replay.err" ||
+  { cat "$run/replay.err"; die "replay failed"; }
+
+# --- 7. the x86 reference and the comparison -----------------------------------------------
+step "x86 reference: the same classify with each runtime, the same replay"
+# The same source as the root got, whatever the venvs have installed (editable or not).
+hmc() { local py=$1; shift; PYTHONPATH=$repo "$py" -m device.cli "$@"; }
+for rt in ai-edge-litert tflite-runtime; do
+  py=$host_py; [ $rt = ai-edge-litert ] || py=$host_py_tflite
+  echo "   $rt: $py"
+  hmc "$py" classify --json --config "$host/$rt.toml" --model-dir "$repo/models" \
+    "${names[@]/#/$host/images/}" >"$host/out/classify-$rt.jsonl" 2>"$run/x86.err" ||
+    { cat "$run/x86.err"; die "x86 classify with $rt failed"; }
+done
+hmc "$host_py" replay "$host/frames" "${replay_args[@]}" --config "$host/ai-edge-litert.toml" \
+  --model-dir "$repo/models" >"$host/out/replay.jsonl" 2>>"$run/x86.err" ||
+  { cat "$run/x86.err"; die "x86 replay failed"; }
+
+step "compare aarch64 (both runtimes) with x86"
+"$host_py" - "$host/out" "$out" <<'EOF' || die "aarch64 and x86 disagree (table above)"
+"""Per runtime, aarch64 against x86: the same faces (matched by box overlap), the same
+labels, confidences close. ai-edge-litert runs XNNPACK on both and is bit-exact;
+tflite-runtime's own kernels differ by a few output quanta between x86 and NEON."""
+import json
+import sys
+from pathlib import Path
+
+x86_dir, pi_dir = Path(sys.argv[1]), Path(sys.argv[2])
+TOL = {"ai-edge-litert": 0.002, "tflite-runtime": 0.05}
+
+
+def load(p: Path) -> list[dict]:
+    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+
+
+def iou(a: list[int], b: list[int]) -> float:
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return iw * ih / (a[2] * a[3] + b[2] * b[3] - iw * ih)
+
+
+bad = 0
+faces_total = 0
+for rt in ("ai-edge-litert", "tflite-runtime"):
+    ref = {Path(o["image"]).name: o["faces"] for o in load(x86_dir / f"classify-{rt}.jsonl")}
+    got = {Path(o["image"]).name: o["faces"] for o in load(pi_dir / f"classify-{rt}.jsonl")}
+    if set(got) != set(ref):
+        print(f"   {rt}: images differ: {sorted(set(got) ^ set(ref))}")
+        bad += 1
+    for name in sorted(ref):
+        r, g = ref[name], got.get(name, [])
+        problems, dconf, dbox = [], 0.0, 0
+        if len(r) != len(g):
+            problems.append(f"{len(g)} faces vs {len(r)}")
+        for f in g:
+            m = max(r, key=lambda x: iou(x["box"], f["box"]), default=None)
+            if m is None or iou(m["box"], f["box"]) < 0.9:
+                problems.append(f"no x86 face at {f['box']}")
+                continue
+            dbox = max(dbox, *(abs(u - v) for u, v in zip(m["box"], f["box"])))
+            dconf = max(dconf, abs(m["confidence"] - f["confidence"]))
+            if m["label"] != f["label"]:
+                problems.append(f"{f['label']} vs {m['label']} at {f['box']}")
+        if dconf > TOL[rt]:
+            problems.append(f"confidence off by {dconf:.4f}")
+        faces_total += len(g)
+        labels = ",".join(sorted({f["label"] for f in g})) or "-"
+        print(f"   {rt:15} {name:38} {len(g):2} face(s) {labels:14} "
+              f"max|dconf| {dconf:.4f} max|dbox| {dbox}px  "
+              + ("MISMATCH: " + "; ".join(problems) if problems else "same"))
+        bad += bool(problems)
+
+wr, wp = load(x86_dir / "replay.jsonl"), load(pi_dir / "replay.jsonl")
+keys = ("start", "end", "viewers", "detections", "frames", "dwell_s")
+for i, (a, b) in enumerate(zip(wr, wp, strict=False)):
+    same = a["model"]["sha256"] == b["model"]["sha256"] and all(a[k] == b[k] for k in keys) and all(
+        (a["mean_confidence"][k] is None) == (b["mean_confidence"][k] is None)
+        and (a["mean_confidence"][k] is None
+             or abs(a["mean_confidence"][k] - b["mean_confidence"][k]) <= TOL["ai-edge-litert"])
+        for k in a["mean_confidence"])
+    print(f"   replay window {i + 1}: {b['start']} viewers {b['viewers_total']} "
+          f"detections {b['detections_total']} frames {b['frames']}  "
+          + ("same" if same else f"MISMATCH: x86 {a} vs aarch64 {b}"))
+    bad += not same
+if len(wr) != len(wp) or not wr:
+    print(f"   replay: {len(wp)} windows on aarch64, {len(wr)} on x86")
+    bad += 1
+print(f"   {faces_total} faces compared over 2 runtimes, {len(wp)} replay windows: "
+      + ("all same" if not bad else f"{bad} mismatches"))
+sys.exit(bool(bad))
+EOF
+
+t=$(($(date +%s) - t0))
+printf '== PASS: the Pi install and smoke run on emulated aarch64 match x86 (%dm%02ds)\n' \
+  $((t / 60)) $((t % 60))

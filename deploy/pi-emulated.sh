@@ -322,39 +322,7 @@ for py in "$host_py" "$host_py_tflite"; do
 done
 host=$run/host
 mkdir -p "$host"/{images,frames,out}
-"$host_py" - "$host" "$fer" "$repo" <<'EOF'
-"""Real faces: skimage's astronaut, a 30-face mosaic of it, FER-2013 test images (48x48,
-upscaled and padded so the detector sees a whole head), and a replay sequence."""
-import sys
-import zipfile
-from pathlib import Path
-
-import cv2
-import numpy as np
-from skimage import data
-
-out, fer, repo = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-sys.path.insert(0, repo)
-from tests.test_detect import mosaic  # noqa: E402
-
-astro = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
-crowd = mosaic(astro)
-img = out / "images"
-cv2.imwrite(str(img / "astronaut.png"), astro)
-cv2.imwrite(str(img / "crowd30.png"), crowd)
-cv2.imwrite(str(img / "blank.png"), np.full((480, 640, 3), 90, np.uint8))
-with zipfile.ZipFile(fer) as z:
-    names = sorted(z.namelist())
-    for cls in ("happy", "sad", "neutral", "surprise", "angry"):
-        for n in [n for n in names if n.startswith(f"test/{cls}/") and n.endswith(".jpg")][:3]:
-            g = cv2.imdecode(np.frombuffer(z.read(n), np.uint8), cv2.IMREAD_GRAYSCALE)
-            g = cv2.resize(g, (192, 192), interpolation=cv2.INTER_CUBIC)
-            g = cv2.copyMakeBorder(g, 64, 64, 64, 64, cv2.BORDER_REPLICATE)
-            cv2.imwrite(str(img / f"fer-{cls}-{Path(n).stem}.png"), g)
-happy = cv2.imread(str(sorted(img.glob("fer-happy-*"))[0]))
-for i in range(18):  # 6 s each of one face, another face, the crowd
-    cv2.imwrite(str(out / "frames" / f"{i:03d}.png"), [astro, happy, crowd][i // 6])
-EOF
+"$host_py" "$repo/deploy/pi_emulated.py" images "$host" "$fer" || die "cannot make the smoke images"
 smoke=/root/smoke
 mkdir -p "$root$smoke/out"
 cp -r "$host/images" "$host/frames" "$root$smoke/"
@@ -457,78 +425,8 @@ hmc "$host_py" replay "$host/frames" "${replay_args[@]}" --config "$host/ai-edge
   { cat "$run/x86.err"; die "x86 replay failed"; }
 
 step "compare aarch64 (both runtimes) with x86"
-"$host_py" - "$host/out" "$out" <<'EOF' || die "aarch64 and x86 disagree (table above)"
-"""Per runtime, aarch64 against x86: the same faces (matched by box overlap), the same
-labels, confidences close. ai-edge-litert runs XNNPACK on both and is bit-exact;
-tflite-runtime's own kernels differ by a few output quanta between x86 and NEON."""
-import json
-import sys
-from pathlib import Path
-
-x86_dir, pi_dir = Path(sys.argv[1]), Path(sys.argv[2])
-TOL = {"ai-edge-litert": 0.002, "tflite-runtime": 0.05}
-
-
-def load(p: Path) -> list[dict]:
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
-
-
-def iou(a: list[int], b: list[int]) -> float:
-    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return iw * ih / (a[2] * a[3] + b[2] * b[3] - iw * ih)
-
-
-bad = 0
-faces_total = 0
-for rt in ("ai-edge-litert", "tflite-runtime"):
-    ref = {Path(o["image"]).name: o["faces"] for o in load(x86_dir / f"classify-{rt}.jsonl")}
-    got = {Path(o["image"]).name: o["faces"] for o in load(pi_dir / f"classify-{rt}.jsonl")}
-    if set(got) != set(ref):
-        print(f"   {rt}: images differ: {sorted(set(got) ^ set(ref))}")
-        bad += 1
-    for name in sorted(ref):
-        r, g = ref[name], got.get(name, [])
-        problems, dconf, dbox = [], 0.0, 0
-        if len(r) != len(g):
-            problems.append(f"{len(g)} faces vs {len(r)}")
-        for f in g:
-            m = max(r, key=lambda x: iou(x["box"], f["box"]), default=None)
-            if m is None or iou(m["box"], f["box"]) < 0.9:
-                problems.append(f"no x86 face at {f['box']}")
-                continue
-            dbox = max(dbox, *(abs(u - v) for u, v in zip(m["box"], f["box"])))
-            dconf = max(dconf, abs(m["confidence"] - f["confidence"]))
-            if m["label"] != f["label"]:
-                problems.append(f"{f['label']} vs {m['label']} at {f['box']}")
-        if dconf > TOL[rt]:
-            problems.append(f"confidence off by {dconf:.4f}")
-        faces_total += len(g)
-        labels = ",".join(sorted({f["label"] for f in g})) or "-"
-        print(f"   {rt:15} {name:38} {len(g):2} face(s) {labels:14} "
-              f"max|dconf| {dconf:.4f} max|dbox| {dbox}px  "
-              + ("MISMATCH: " + "; ".join(problems) if problems else "same"))
-        bad += bool(problems)
-
-wr, wp = load(x86_dir / "replay.jsonl"), load(pi_dir / "replay.jsonl")
-keys = ("start", "end", "viewers", "detections", "frames", "dwell_s")
-for i, (a, b) in enumerate(zip(wr, wp, strict=False)):
-    same = a["model"]["sha256"] == b["model"]["sha256"] and all(a[k] == b[k] for k in keys) and all(
-        (a["mean_confidence"][k] is None) == (b["mean_confidence"][k] is None)
-        and (a["mean_confidence"][k] is None
-             or abs(a["mean_confidence"][k] - b["mean_confidence"][k]) <= TOL["ai-edge-litert"])
-        for k in a["mean_confidence"])
-    print(f"   replay window {i + 1}: {b['start']} viewers {b['viewers_total']} "
-          f"detections {b['detections_total']} frames {b['frames']}  "
-          + ("same" if same else f"MISMATCH: x86 {a} vs aarch64 {b}"))
-    bad += not same
-if len(wr) != len(wp) or not wr:
-    print(f"   replay: {len(wp)} windows on aarch64, {len(wr)} on x86")
-    bad += 1
-print(f"   {faces_total} faces compared over 2 runtimes, {len(wp)} replay windows: "
-      + ("all same" if not bad else f"{bad} mismatches"))
-sys.exit(bool(bad))
-EOF
+"$host_py" "$repo/deploy/pi_emulated.py" compare "$host/out" "$out" ||
+  die "aarch64 and x86 disagree (table above)"
 
 t=$(($(date +%s) - t0))
 printf '== PASS: the Pi install and smoke run on emulated aarch64 match x86 (%dm%02ds)\n' \

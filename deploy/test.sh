@@ -45,3 +45,5 @@ echo "== pytest (dev venv)"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== pytest (Pi-constraints venv: device tests only)"
 .venv-pi/bin/python -m pytest -p no:cacheprovider --ignore-glob='tests/test_training_*' tests
+echo "== emulated Pi (aarch64 root under qemu: install.sh + smoke run, compared with x86)"
+as_root bash deploy/pi-emulated.sh

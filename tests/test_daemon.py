@@ -302,3 +302,37 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
     p = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True,
                        check=False)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(180)
+def test_windows_survive_a_broker_restart_end_to_end(
+        mosquitto_persistent: Broker, model_dir: Path, tmp_path: Path) -> None:
+    """`moodcam run` -> broker killed for several windows -> restarted: none lost."""
+    broker = mosquitto_persistent
+    sub = Subscriber(broker, [f"moodcam/{DEV}/mood"], persistent=True, client_id="analyst-e2e")
+    p = start(write_config(tmp_path / "c.toml", model_dir, broker.port), "--json")
+    try:
+        assert sub.wait_for(lambda: len(moods(sub)) >= 2, timeout=40), p.stderr
+        broker.kill()
+        time.sleep(5)  # about two 2 s windows close while the broker is away
+        broker.start()
+        n_before_stop = len(moods(sub))
+        assert sub.wait_for(lambda: len(moods(sub)) >= n_before_stop + 3, timeout=40)
+        p.send_signal(signal.SIGTERM)
+        rc, out, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 0, err
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert sub.wait_for(lambda: {m["seq"] for m in moods(sub)} >= {m["seq"] for m in printed},
+                        timeout=10)
+    by_seq: dict[int, dict[str, Any]] = {}
+    for m in moods(sub):
+        validate_mood(m)
+        assert by_seq.setdefault(m["seq"], m) == m  # duplicates allowed, identical
+    assert sorted(by_seq) == list(range(1, len(printed) + 1))
+    assert [by_seq[m["seq"]]["window_id"] for m in printed] == [m["window_id"] for m in printed]
+    assert Spool(tmp_path / "spool.sqlite").depth() == 0
+    sub.close()

@@ -8,7 +8,6 @@ which pins the model by sha256, so one signature vouches for everything in the b
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import tarfile
 from collections.abc import Callable
@@ -157,8 +156,3 @@ def check_golden(run_raw: Callable[[np.ndarray], np.ndarray], golden: Golden) ->
         if diff > GOLDEN_TOLERANCE or int(np.argmax(got)) != int(np.argmax(want)):
             raise BundleError(f"golden sample {i}: output differs from the expected one by "
                               f"{diff} steps (model or runtime broken)")
-
-
-def manifest_summary(manifest: Manifest) -> str:
-    return json.dumps({"name": manifest.name, "version": manifest.version,
-                       "labels": manifest.labels, "sha256": manifest.model_sha256[:12]})

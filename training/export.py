@@ -18,7 +18,6 @@ from device.manifest import (
     sha256_file,
     write_manifest,
 )
-from device.preprocess import quantize
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +105,3 @@ def float_logits(model: Any, faces: np.ndarray, batch: int = 512) -> np.ndarray:
     out = [model.predict_on_batch((faces[i:i + batch].astype(np.float32) / 255.0)[..., None])
            for i in range(0, len(faces), batch)]
     return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])))
-
-
-def int8_logits(classifier: Classifier, faces: np.ndarray) -> np.ndarray:
-    """Dequantised int8 model outputs for N x S x S uint8 faces, through the device path."""
-    from device.preprocess import dequantize
-
-    scale, zp = classifier.interpreter.output_quant
-    return np.stack([dequantize(classifier.raw((f.astype(np.float32) / 255.0)[:, :, None]),
-                                scale, zp) for f in faces])
-
-
-__all__ = ["build_manifest", "convert_int8", "float_logits", "int8_logits", "make_golden",
-           "quantize", "write_golden"]

@@ -32,13 +32,14 @@ class Classifier:
     def __init__(self, manifest: Manifest, model_path: Path,
                  prefer: RuntimeName | None = None, num_threads: int = 1,
                  min_confidence: float | None = None) -> None:
+        """`min_confidence`, when given, replaces the manifest's thresholds for every label."""
         verify_model_file(manifest, model_path)
         self.manifest = manifest
         self.model_path = model_path
         self.interpreter = Interpreter(model_path, prefer=prefer, num_threads=num_threads)
         self._check_against_manifest()
-        self.min_confidence = (manifest.min_confidence if min_confidence is None
-                               else min_confidence)
+        self.thresholds = np.array(manifest.thresholds() if min_confidence is None
+                                   else [min_confidence] * len(manifest.labels), np.float64)
         self._in_scale, self._in_zp = self.interpreter.input_quant
         self._out_scale, self._out_zp = self.interpreter.output_quant
 
@@ -89,21 +90,35 @@ class Classifier:
         """The model's raw output tensor for one float face (golden-sample checks use it)."""
         return self.interpreter.invoke(self.quantize_input(face))
 
-    def probabilities(self, raw: np.ndarray) -> np.ndarray:
-        out = dequantize(raw, self._out_scale, self._out_zp)
+    def output(self, face: np.ndarray) -> np.ndarray:
+        """Dequantised output for one float face, averaged with its mirror image when the
+        manifest asks for it (faces are left-right symmetric, errors of the two views not)."""
+        out = dequantize(self.raw(face), self._out_scale, self._out_zp)
+        if self.manifest.flip_average:
+            mirrored = dequantize(self.raw(face[:, ::-1]), self._out_scale, self._out_zp)
+            out = (out + mirrored) / 2
+        return out
+
+    def probabilities(self, face: np.ndarray) -> np.ndarray:
+        out = self.output(face)
         if self.manifest.output_kind == "logits":
             return softmax(out, self.manifest.temperature)
         return out / max(float(out.sum()), 1e-9)
 
     def decide(self, probs: np.ndarray) -> Mood:
         i = int(np.argmax(probs))
-        conf = float(probs[i])
-        top = self.labels[i]
-        label = top if conf >= self.min_confidence else UNKNOWN
-        return Mood(label, conf, top, tuple(float(p) for p in probs))
+        label = decide_labels(probs[None], self.labels, self.thresholds)[0]
+        return Mood(label, float(probs[i]), self.labels[i], tuple(float(p) for p in probs))
 
     def classify(self, face: np.ndarray) -> Mood:
-        return self.decide(self.probabilities(self.raw(face)))
+        return self.decide(self.probabilities(face))
+
+
+def decide_labels(probs: np.ndarray, labels: list[str], thresholds: np.ndarray) -> list[str]:
+    """N x labels probabilities -> the argmax label, or `unknown` below its threshold."""
+    top = probs.argmax(axis=1)
+    ok = probs.max(axis=1) >= thresholds[top]
+    return [labels[t] if k else UNKNOWN for t, k in zip(top, ok, strict=True)]
 
 
 def load_classifier(model_dir: Path, prefer: RuntimeName | None = None,

@@ -12,7 +12,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 UNKNOWN = "unknown"
@@ -55,6 +62,14 @@ class Manifest(_Strict):
     temperature: float = Field(1.0, gt=0, description="Calibrated softmax temperature.")
     min_confidence: float = Field(
         0.55, ge=0.0, le=1.0, description="Below this top probability the face is 'unknown'.")
+    label_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-label minimum confidence, overriding min_confidence for that label "
+                    "(training picks them on validation so each label's count matches the "
+                    "true count); labels not listed use min_confidence.")
+    flip_average: bool = Field(
+        False, description="Average the logits of the face and its mirror image (two "
+                           "invokes per face).")
     preprocessing: Preprocessing
     model_file: str = Field("model.tflite", description="Model file name beside the manifest.")
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -70,6 +85,19 @@ class Manifest(_Strict):
         if UNKNOWN in v:
             raise ValueError(f"'{UNKNOWN}' is reserved for low-confidence faces")
         return v
+
+    @model_validator(mode="after")
+    def _thresholds_ok(self) -> Manifest:
+        for label, t in self.label_thresholds.items():
+            if label not in self.labels:
+                raise ValueError(f"label_thresholds names {label!r}, which is not a label")
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"label_thresholds[{label!r}] = {t} is outside [0, 1]")
+        return self
+
+    def thresholds(self) -> list[float]:
+        """The minimum confidence of each label, in output order."""
+        return [self.label_thresholds.get(lab, self.min_confidence) for lab in self.labels]
 
     @property
     def size(self) -> int:

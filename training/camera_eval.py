@@ -72,12 +72,12 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
         emotions.append(test.emotions[i])
         for s in scales:
             face = frame_face_tensor(frame, box, clf.size, s, manifest.preprocessing.crop_shift_y)
-            probs[s].append(clf.probabilities(clf.raw(face)))
+            probs[s].append(clf.probabilities(face))
     out: dict[str, Any] = {"images": len(idx), "detected": len(emotions),
                            "detection_rate": len(emotions) / max(1, len(idx)),
                            "detector": detector.describe(), "by_crop_scale": {}}
     for s in scales:
-        m = evaluate_probs(np.stack(probs[s]), emotions, manifest.labels, clf.min_confidence)
+        m = evaluate_probs(np.stack(probs[s]), emotions, manifest.labels, clf.thresholds)
         out["by_crop_scale"][f"{s:g}"] = {
             k: m[k] for k in ("happy_vs_sad", "neutral_leak", "accuracy_argmax", "coverage",
                               "accuracy_covered") if k in m}

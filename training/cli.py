@@ -38,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--val-fraction", type=float, default=0.1)
     f.add_argument("--max-per-class", type=int, help="cap images per class (quick runs)")
     f.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    f.add_argument("--min-confidence", type=float, default=0.55)
+    f.add_argument("--min-confidence", type=float, default=0.55,
+                   help="threshold for labels without a per-label one")
+    f.add_argument("--flat-threshold", action="store_true",
+                   help="no per-label thresholds: every label uses --min-confidence")
+    f.add_argument("--no-flip-average", action="store_true",
+                   help="classify each face once, not averaged with its mirror image")
     f.add_argument("--crop-scale", type=float, help="skip measuring the crop framing")
     f.add_argument("--crop-shift-y", type=float)
     f.add_argument("--detector", type=Path, help="YuNet .onnx used to measure framing")
@@ -55,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", type=Path, required=True, help="zip or folder")
     e.add_argument("--split", default="test", help="split to use when there are several")
     e.add_argument("--runtime", choices=RUNTIMES, help="prefer this runtime")
-    e.add_argument("--min-confidence", type=float, help="override the manifest's threshold")
+    e.add_argument("--min-confidence", type=float,
+                   help="one threshold for every label, overriding the manifest's")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     e.add_argument("--out", type=Path, help="also write the metrics JSON here")
     e.add_argument("--camera", action="store_true",
@@ -91,7 +97,8 @@ def _fit(a: argparse.Namespace) -> int:
         max_per_class=a.max_per_class, resume=a.resume, min_confidence=a.min_confidence,
         crop_scale=a.crop_scale, crop_shift_y=a.crop_shift_y, key=a.key, name=a.name,
         version=a.version, augment=not a.no_augment,
-        export_now=a.export_now)
+        export_now=a.export_now, flip_average=not a.no_flip_average,
+        count_thresholds=not a.flat_threshold)
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
                         " choose a new --out")

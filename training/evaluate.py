@@ -18,7 +18,7 @@ from device.manifest import load_manifest
 from device.preprocess import face_tensor
 from device.runtime import RuntimeName
 from training.data import DataError, load_splits
-from training.metrics import evaluate_probs
+from training.metrics import evaluate_probs, threshold_text
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def model_dir_of(model: Path) -> Path:
 
 def classify_faces(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
     """Already-cropped faces (any size) -> N x labels probabilities, the device's way."""
-    probs = [clf.probabilities(clf.raw(face_tensor(im, clf.size))) for im in images]
+    probs = [clf.probabilities(face_tensor(im, clf.size)) for im in images]
     return np.stack(probs) if probs else np.zeros((0, len(clf.labels)), np.float32)
 
 
@@ -54,7 +54,7 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
         raise DataError(f"{data} has splits {', '.join(sorted(splits))}; choose one with"
                         " --split")
     probs = classify_faces(clf, chosen.images)
-    metrics = evaluate_probs(probs, chosen.emotions, manifest.labels, clf.min_confidence)
+    metrics = evaluate_probs(probs, chosen.emotions, manifest.labels, clf.thresholds)
     metrics.update({"model": {"name": manifest.name, "version": manifest.version,
                               "sha256": manifest.model_sha256, "runtime": clf.runtime},
                     "data": str(data), "split": split,
@@ -72,11 +72,11 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append(f"happy-vs-sad accuracy: {hs['accuracy']:.2%} (n={hs['n']})")
     if "neutral_leak" in m:
         nl = m["neutral_leak"]
-        lines.append(f"neutral leak at {m['min_confidence']:.2f}: {nl['rate']:.2%} "
+        lines.append(f"neutral leak at {threshold_text(m)}: {nl['rate']:.2%} "
                      f"(as happy {nl['as_happy']:.2%}, as sad {nl['as_sad']:.2%}, n={nl['n']})")
     if "coverage" in m:
         lines.append(f"accuracy (argmax, own labels): {m['accuracy_argmax']:.2%}; coverage at "
-                     f"{m['min_confidence']:.2f}: {m['coverage']:.2%}, accuracy when covered: "
+                     f"{threshold_text(m)}: {m['coverage']:.2%}, accuracy when covered: "
                      f"{m['accuracy_covered']:.2%}; ECE {m['ece']:.3f}")
         lines.append(confusion_table(m))
     for lab, c in m.get("counts", {}).items():

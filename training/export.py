@@ -70,6 +70,7 @@ def tensor_specs(tflite_path: Path) -> tuple[TensorSpec, TensorSpec]:
 def build_manifest(model_dir: Path, *, name: str, version: str | None,
                    labels: tuple[str, ...], size: int, crop_scale: float,
                    crop_shift_y: float, temperature: float, min_confidence: float,
+                   label_thresholds: dict[str, float], flip_average: bool,
                    metrics: dict[str, Any], training: dict[str, Any]) -> Manifest:
     path = model_dir / "model.tflite"
     inp, out = tensor_specs(path)
@@ -78,7 +79,8 @@ def build_manifest(model_dir: Path, *, name: str, version: str | None,
         name=name, version=version or now.strftime("%Y.%m.%d-%H%M"),
         created=now.isoformat().replace("+00:00", "Z"), labels=list(labels),
         input=inp, output=out, output_kind="logits", temperature=temperature,
-        min_confidence=min_confidence,
+        min_confidence=min_confidence, label_thresholds=label_thresholds,
+        flip_average=flip_average,
         preprocessing=Preprocessing(size=size, crop_scale=crop_scale,
                                     crop_shift_y=crop_shift_y),
         model_file="model.tflite", model_sha256=sha256_file(path),
@@ -100,8 +102,17 @@ def write_golden(model_dir: Path, faces: np.ndarray) -> None:
     save_golden(model_dir / "golden.npz", make_golden(clf, faces))
 
 
-def float_logits(model: Any, faces: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Float model logits for N x S x S uint8 faces (for calibration and agreement)."""
-    out = [model.predict_on_batch((faces[i:i + batch].astype(np.float32) / 255.0)[..., None])
-           for i in range(0, len(faces), batch)]
-    return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])))
+def float_logits(model: Any, faces: np.ndarray, batch: int = 512,
+                 flip_average: bool = False) -> np.ndarray:
+    """Float model logits for N x S x S uint8 faces (for calibration and agreement),
+    averaged with the mirrored faces' logits as the device does when `flip_average`."""
+    if len(faces) == 0:
+        return np.zeros((0, int(model.output_shape[-1])), np.float32)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([
+            model.predict_on_batch((x[i:i + batch].astype(np.float32) / 255.0)[..., None])
+            for i in range(0, len(x), batch)])
+
+    out = run(faces)
+    return (out + run(faces[:, :, ::-1])) / 2 if flip_average else out

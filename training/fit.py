@@ -51,6 +51,8 @@ class FitOptions:
     version: str | None = None
     augment: bool = True
     export_now: bool = False  # with resume: export the best checkpoint, train no further
+    flip_average: bool = True  # device averages each face with its mirror image
+    count_thresholds: bool = True  # per-label thresholds for honest counts, else flat
 
 
 @dataclass

@@ -12,15 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from device.classify import decide_labels
 from device.manifest import UNKNOWN
 from device.preprocess import softmax
 from training.data import map_labels
-
-
-def decide(probs: np.ndarray, labels: list[str], min_conf: float) -> list[str]:
-    top = probs.argmax(axis=1)
-    conf = probs.max(axis=1)
-    return [labels[t] if c >= min_conf else UNKNOWN for t, c in zip(top, conf, strict=True)]
 
 
 def ece(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
@@ -92,13 +87,39 @@ def _count_honesty(emotions: list[str], decided: list[str], label: str) -> dict[
     }
 
 
+def count_thresholds(probs: np.ndarray, y: np.ndarray, labels: list[str], floor: float = 0.35,
+                     ceiling: float = 0.9) -> dict[str, float]:
+    """Per-label minimum confidence at which each label's count matches its true count.
+
+    A flat threshold counts the classes the model is sure of (happy) and under-counts the
+    ones it is not (sad); an analyst reads counts, so each label gets the threshold whose
+    count on the validation mix is closest to the truth (then precision equals recall).
+    """
+    top, conf = probs.argmax(axis=1), probs.max(axis=1)
+    grid = np.round(np.arange(floor, ceiling + 1e-9, 0.01), 2)
+    out = {}
+    for i, name in enumerate(labels):
+        true = int((y == i).sum())
+        if true == 0:
+            continue
+        errors = [abs(int(((top == i) & (conf >= t)).sum()) - true) for t in grid]
+        # The highest threshold among equally honest ones: fewer faces change label.
+        best = min(range(len(grid)), key=lambda k: (errors[k], -grid[k]))
+        out[name] = float(grid[best])
+    return out
+
+
 def evaluate_probs(probs: np.ndarray, emotions: list[str], labels: list[str],
-                   min_conf: float) -> dict[str, Any]:
-    """Every reported number for one model on one labelled set."""
+                   thresholds: np.ndarray) -> dict[str, Any]:
+    """Every reported number for one model on one labelled set, deciding as the device
+    does (argmax, `unknown` below that label's threshold)."""
+    thresholds = np.asarray(thresholds, np.float64)
     y = map_labels(emotions, tuple(labels))
-    decided = decide(probs, labels, min_conf)
+    decided = decide_labels(probs, labels, thresholds)
     inset = y >= 0
-    out: dict[str, Any] = {"images": len(emotions), "min_confidence": min_conf}
+    out: dict[str, Any] = {"images": len(emotions),
+                           "thresholds": {lab: float(t) for lab, t in
+                                          zip(labels, thresholds, strict=True)}}
     if "happy" in labels and "sad" in labels:
         hi, si = labels.index("happy"), labels.index("sad")
         hs = np.array([e in ("happy", "sad") for e in emotions])
@@ -128,3 +149,11 @@ def evaluate_probs(probs: np.ndarray, emotions: list[str], labels: list[str],
     out["counts"] = {lab: _count_honesty(emotions, decided, lab)
                      for lab in ("happy", "sad") if lab in labels}
     return out
+
+
+def threshold_text(m: dict[str, Any]) -> str:
+    """'0.55' for one threshold, 'happy 0.48 / sad 0.41 / ...' for per-label ones."""
+    th: dict[str, float] = m["thresholds"]
+    if len(set(th.values())) == 1:
+        return f"{next(iter(th.values())):.2f}"
+    return " / ".join(f"{lab} {t:.2f}" for lab, t in th.items())

@@ -21,7 +21,7 @@ from training.evaluate import classify_faces, write_metrics
 from training.export import build_manifest, convert_int8, float_logits, write_golden
 from training.fit import FitOptions, prepare, train
 from training.framing import measure_framing
-from training.metrics import ece, evaluate_probs, fit_temperature
+from training.metrics import count_thresholds, ece, evaluate_probs, fit_temperature
 from training.report import (
     plot_confusion,
     plot_history,
@@ -55,12 +55,15 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     model, state = train(opts, prep)
     labels = list(prep.label_set)
 
-    val_logits = float_logits(model, prep.x_val)
+    val_logits = float_logits(model, prep.x_val, flip_average=opts.flip_average)
     temperature = fit_temperature(val_logits, prep.y_val)
     p_before, p_after = softmax(val_logits), softmax(val_logits, temperature)
     ece_before, ece_after = ece(p_before, prep.y_val), ece(p_after, prep.y_val)
     log.info("temperature %.3f: validation ECE %.3f -> %.3f", temperature, ece_before,
              ece_after)
+    label_thresholds = (count_thresholds(p_after, prep.y_val, labels)
+                        if opts.count_thresholds else {})
+    log.info("per-label thresholds (validation counts): %s", label_thresholds or "none")
 
     framing = _framing(opts, prep, detector)
     rng = np.random.default_rng(opts.seed)
@@ -75,7 +78,8 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     build_manifest(opts.out, name=opts.name, version=opts.version, labels=prep.label_set,
                    size=opts.size, crop_scale=framing["crop_scale"],
                    crop_shift_y=framing["crop_shift_y"], temperature=temperature,
-                   min_confidence=opts.min_confidence, metrics={}, training=training_info)
+                   min_confidence=opts.min_confidence, label_thresholds=label_thresholds,
+                   flip_average=opts.flip_average, metrics={}, training=training_info)
     clf = Classifier.from_dir(opts.out)
     test_faces = to_array(prep.test_images, opts.size)
     write_golden(opts.out, _golden_faces(prep, test_faces))
@@ -86,9 +90,9 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     eval_emotions = prep.test_emotions or [labels[i] for i in prep.y_val]
     eval_faces = test_faces if len(test_faces) else prep.x_val
     probs = classify_faces(clf, eval_images)
-    metrics = evaluate_probs(probs, eval_emotions, labels, clf.min_confidence)
+    metrics = evaluate_probs(probs, eval_emotions, labels, clf.thresholds)
     metrics["split"] = split
-    float_pred = float_logits(model, eval_faces).argmax(axis=1)
+    float_pred = float_logits(model, eval_faces, flip_average=opts.flip_average).argmax(axis=1)
     agreement = float(np.mean(float_pred == probs.argmax(axis=1)))
     metrics["int8_float_agreement"] = agreement
     metrics["validation"] = {"temperature": temperature, "ece_before": ece_before,

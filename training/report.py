@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from training.evaluate import confusion_table
+from training.metrics import threshold_text
 
 
 def _plt() -> Any:
@@ -93,9 +94,9 @@ def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     nl = m.get("neutral_leak", {})
     rows = [
         ("happy-vs-sad accuracy", _pct(m.get("happy_vs_sad", {}).get("accuracy"))),
-        (f"neutral leak at {m['min_confidence']:.2f}", _pct(nl.get("rate"))),
+        (f"neutral leak at {threshold_text(m)}", _pct(nl.get("rate"))),
         ("accuracy, own labels (argmax)", _pct(m.get("accuracy_argmax"))),
-        (f"coverage at {m['min_confidence']:.2f}", _pct(m.get("coverage"))),
+        (f"coverage at {threshold_text(m)}", _pct(m.get("coverage"))),
         ("accuracy when covered", _pct(m.get("accuracy_covered"))),
         ("ECE (test, calibrated)", f"{m.get('ece', float('nan')):.3f}"),
     ]
@@ -145,7 +146,7 @@ def write_model_card(run: Path, ctx: dict[str, Any]) -> Path:
 
 ## Model
 - Task: classify a detected face crop as one of: {labels} (below minimum confidence
-  {m['min_confidence']:.2f} the device reports `unknown`).
+  ({threshold_text(m)}) the device reports `unknown`).
 - Architecture: {ctx['arch']} (width {ctx['width']}), input {ctx['size']}x{ctx['size']}x1
   grayscale, trained from scratch; full-integer int8 TFLite, {ctx['model_bytes']:,} bytes.
 - Output: logits; the device applies softmax with the calibrated temperature

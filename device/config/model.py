@@ -114,7 +114,8 @@ class ModelConfig(Section):
     threads: int = Field(1, ge=1, le=16, description="Interpreter threads.")
     min_confidence: float | None = Field(
         None, ge=0, le=1,
-        description="Below this top probability a face is 'unknown'. Unset: the manifest's value.",
+        description=("Below this top probability a face is 'unknown', for every label. Unset: "
+                     "the manifest's per-label thresholds."),
     )
     public_key_file: PathField | None = Field(
         None,

@@ -9,6 +9,7 @@ log(); start() after stop()/kill() reuses the same port, for outage tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -238,3 +239,60 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, step: float = 0.0
             return True
         time.sleep(step)
     return pred()
+
+
+class HoldingProxy:
+    """A TCP relay in front of a broker whose broker-to-client direction can be held.
+
+    While held, what the client sends still reaches the broker (subscribers receive its
+    PUBLISHes) but nothing comes back: every PUBACK is withheld, so each message the
+    client publishes stays in flight for as long as the test wants.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self.target = (broker.host, broker.port)
+        self.server = socket.create_server((HOST, 0))
+        self.port: int = self.server.getsockname()[1]
+        self.host = HOST
+        self._open = threading.Event()
+        self._open.set()
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._socks += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True),
+                             daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, holdable: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                while holdable and not self._open.wait(0.05):
+                    pass
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._open.set()
+        self.server.close()
+        for s in self._socks:
+            s.close()

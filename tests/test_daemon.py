@@ -20,58 +20,30 @@ from device.notify import Notifier, watchdog_interval
 from device.payloads import validate_mood, validate_status
 from device.spool import Spool
 from tests.broker import Broker, Subscriber
+from tests.daemonproc import (
+    DEV,
+    ROOT,
+    NotifySocket,
+    daemon,
+    finish,
+    moods,
+    start,
+    terminate,
+    write_config,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-DEV = "shop-12"
 pytestmark = pytest.mark.timeout(120)
-
-
-def write_config(path: Path, model_dir: Path, port: int | None, **extra: str) -> Path:
-    mqtt = (f"[mqtt]\nport = {port}\nhost = \"127.0.0.1\"\nstatus_interval_s = 1\n"
-            "reconnect_min_s = 0.2\nreconnect_max_s = 0.5\n" if port else
-            "[mqtt]\nenabled = false\n")
-    path.write_text(
-        f'device_id = "{DEV}"\n'
-        '[camera]\nsource = "sample"\nmax_fps = 5.0\n'
-        f'[model]\ndir = "{model_dir}"\n'
-        "[aggregate]\nwindow_s = 2\n"
-        f'[spool]\npath = "{path.parent / "spool.sqlite"}"\n'
-        + mqtt + "".join(extra.values()))
-    return path
-
-
-def start(config: Path | None, *args: str, env: dict[str, str] | None = None,
-          ) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "device.cli", "run", *args]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-
-
-def finish(p: subprocess.Popen[str], timeout: float = 20) -> tuple[int, str, str]:
-    out, err = p.communicate(timeout=timeout)
-    return p.returncode, out, err
-
-
-def moods(sub: Subscriber) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/mood")]
 
 
 @pytest.mark.broker
 def test_sigterm_publishes_the_final_window_and_stopped(
         mosquitto: Broker, model_dir: Path, tmp_path: Path) -> None:
     sub = Subscriber(mosquitto, [f"moodcam/{DEV}/#"])
-    p = start(write_config(tmp_path / "c.toml", model_dir, mosquitto.port), "--json")
-    try:
+    with daemon(write_config(tmp_path / "c.toml", model_dir, mosquitto.port), "--json") as p:
         assert sub.wait_for(lambda: len(moods(sub)) >= 2, timeout=40), p.stderr
         assert sub.on(f"moodcam/{DEV}/availability")[0] == b"online"
-        p.send_signal(signal.SIGTERM)
         t0, t_term = time.monotonic(), time.time()
-        rc, out, err = finish(p)
-    finally:
-        if p.poll() is None:
-            p.kill()
+        rc, out, err = terminate(p)
     assert rc == 0, err
     assert time.monotonic() - t0 < 15
     assert "Traceback" not in err
@@ -100,8 +72,7 @@ def test_sighup_with_a_broken_model_keeps_running(
         mosquitto: Broker, model_dir: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port)
     sub = Subscriber(mosquitto, [f"moodcam/{DEV}/mood"])
-    p = start(cfg)
-    try:
+    with daemon(cfg) as p:
         assert sub.wait_for(lambda: len(moods(sub)) >= 1, timeout=40)
         broken = tmp_path / "broken"
         broken.mkdir()
@@ -117,11 +88,7 @@ def test_sighup_with_a_broken_model_keeps_running(
                        .replace("max_fps = 5.0", "max_fps = 4.0"))  # reopens the camera
         p.send_signal(signal.SIGHUP)
         time.sleep(1.0)
-        p.send_signal(signal.SIGTERM)
-        rc, _, err = finish(p)
-    finally:
-        if p.poll() is None:
-            p.kill()
+        rc, _, err = terminate(p)
     assert rc == 0, err
     assert "reload failed, keeping the running config and model: model:" in err
     assert "reloaded: model" in err
@@ -138,19 +105,14 @@ def test_campaign_content_tags_and_splits_windows(
                        campaign=f'[campaign]\ntopic = "{topic}"\n')
     sub = Subscriber(mosquitto, [f"moodcam/{DEV}/mood"])
     sub.client.publish(topic, "promo-42", qos=1, retain=True).wait_for_publish(5)
-    p = start(cfg)
-    try:
+    with daemon(cfg) as p:
         assert sub.wait_for(lambda: any(m["content_id"] == "promo-42" for m in moods(sub)),
                             timeout=40)
         sub.client.publish(topic, json.dumps({"content_id": "promo-43"}), qos=1)
         sub.client.publish(topic, b"\xff not utf-8", qos=1)  # ignored, logged
         assert sub.wait_for(lambda: any(m["content_id"] == "promo-43" for m in moods(sub)),
                             timeout=20)
-        p.send_signal(signal.SIGTERM)
-        rc, _, err = finish(p)
-    finally:
-        if p.poll() is None:
-            p.kill()
+        rc, _, err = terminate(p)
     assert rc == 0, err
     got = moods(sub)
     for m in got:
@@ -168,20 +130,15 @@ def test_kill_9_leaves_the_last_will_offline(mosquitto: Broker, model_dir: Path,
     cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port)
     cfg.write_text(cfg.read_text() + "keepalive_s = 5\n")
     sub = Subscriber(mosquitto, [f"moodcam/{DEV}/availability"])
-    p = start(cfg)
-    try:
+    with daemon(cfg) as p:
         assert sub.wait_for(lambda: sub.on(f"moodcam/{DEV}/availability") == [b"online"],
                             timeout=40)
         p.kill()
-        p.wait(10)
+        p.communicate(timeout=10)
         # No DISCONNECT was sent: the broker publishes the will (at once on the closed
         # socket, or after 1.5 x keepalive if the host vanished).
         assert sub.wait_for(lambda: sub.on(f"moodcam/{DEV}/availability")[-1] == b"offline",
                             timeout=15)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate()
     sub.close()
 
 
@@ -199,38 +156,18 @@ def test_broker_absent_at_start_spools_windows(model_dir: Path, tmp_path: Path) 
         assert [seq for seq, _ in spool.pending()] == [w["seq"] for w in printed]
 
 
-def recv_all(sock: socket.socket, until: float) -> list[str]:
-    msgs = []
-    while time.monotonic() < until:
-        try:
-            msgs.append(sock.recv(4096).decode())
-        except TimeoutError:
-            continue
-    return msgs
-
-
 @pytest.mark.parametrize("abstract", [False, True])
 def test_sd_notify_ready_watchdog_stopping(model_dir: Path, tmp_path: Path,
                                            abstract: bool) -> None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    name = f"@moodcam-test-{os.getpid()}" if abstract else str(tmp_path / "notify.sock")
-    sock.bind("\0" + name[1:] if abstract else name)
-    sock.settimeout(0.2)
-    p = start(write_config(tmp_path / "c.toml", model_dir, None), "--duration", "4",
-              env={"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "1000000"})
+    notify = NotifySocket(None if abstract else tmp_path / "notify.sock")
     try:
-        msgs: list[str] = []
-        deadline = time.monotonic() + 40
-        while p.poll() is None and time.monotonic() < deadline:
-            msgs += recv_all(sock, time.monotonic() + 0.5)
-        msgs += recv_all(sock, time.monotonic() + 0.3)
-        rc, _, err = finish(p)
+        rc, _, err = finish(start(write_config(tmp_path / "c.toml", model_dir, None),
+                                  "--duration", "4", env=notify.env()), timeout=40)
+        time.sleep(0.3)
     finally:
-        sock.close()
-        if p.poll() is None:
-            p.kill()
+        notify.close()
     assert rc == 0, err
-    lines = [ln for m in msgs for ln in m.splitlines()]
+    lines = notify.text()
     assert "READY=1" in lines and "WATCHDOG=1" in lines and "STOPPING=1" in lines
     assert lines.index("READY=1") < lines.index("WATCHDOG=1") < lines.index("STOPPING=1")
     assert any(ln.startswith("STATUS=") for ln in lines)
@@ -311,19 +248,14 @@ def test_windows_survive_a_broker_restart_end_to_end(
     """`moodcam run` -> broker killed for several windows -> restarted: none lost."""
     broker = mosquitto_persistent
     sub = Subscriber(broker, [f"moodcam/{DEV}/mood"], persistent=True, client_id="analyst-e2e")
-    p = start(write_config(tmp_path / "c.toml", model_dir, broker.port), "--json")
-    try:
+    with daemon(write_config(tmp_path / "c.toml", model_dir, broker.port), "--json") as p:
         assert sub.wait_for(lambda: len(moods(sub)) >= 2, timeout=40), p.stderr
         broker.kill()
         time.sleep(5)  # about two 2 s windows close while the broker is away
         broker.start()
         n_before_stop = len(moods(sub))
         assert sub.wait_for(lambda: len(moods(sub)) >= n_before_stop + 3, timeout=40)
-        p.send_signal(signal.SIGTERM)
-        rc, out, err = finish(p)
-    finally:
-        if p.poll() is None:
-            p.kill()
+        rc, out, err = terminate(p)
     assert rc == 0, err
     printed = [json.loads(line) for line in out.splitlines()]
     assert sub.wait_for(lambda: {m["seq"] for m in moods(sub)} >= {m["seq"] for m in printed},

@@ -19,9 +19,9 @@ run() {
 ) > "$RUNS/lane-main.log" 2>&1 &
 (
   run hs-64 --labels hs --size 64 --epochs 30 --version 2026.11.24-hs64
-  run hsn-64 --labels hsn --size 64 --epochs 30 --version 2026.11.24-hsn64
+  run hsn-64 --labels hsn --size 64 --epochs 20 --version 2026.11.24-hsn64
   # The 2021 report's baseline: MobileNetV2 alpha 0.35, 96x96, Dense(10), dropout 0.2.
-  run mnv2-hs-96 --labels hs --arch mobilenetv2 --size 96 --epochs 20 --lr 1e-3 \
+  run mnv2-hs-96 --labels hs --arch mobilenetv2 --size 96 --epochs 12 --lr 1e-3 \
     --version 2026.11.24-mnv2hs96
 ) > "$RUNS/lane-compare.log" 2>&1 &
 wait

@@ -26,6 +26,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _not_below(section: BaseModel, upper: str, lower: str) -> None:
+    """A backoff's ceiling below its start is a typo the error should name."""
+    hi, lo = getattr(section, upper), getattr(section, lower)
+    if hi < lo:
+        raise ValueError(f"{upper}: must be >= {lower} ({lo:g}) (got {hi:g})")
+
+
 class CameraConfig(Section):
     source: str = Field(
         "auto",
@@ -66,11 +73,7 @@ class CameraConfig(Section):
 
     @model_validator(mode="after")
     def _retry_order(self) -> CameraConfig:
-        if self.retry_max_s < self.retry_initial_s:
-            raise ValueError(
-                f"retry_max_s: must be >= retry_initial_s ({self.retry_initial_s:g}) "
-                f"(got {self.retry_max_s:g})"
-            )
+        _not_below(self, "retry_max_s", "retry_initial_s")
         return self
 
 
@@ -269,11 +272,7 @@ class MqttConfig(Section):
 
     @model_validator(mode="after")
     def _reconnect_order(self) -> MqttConfig:
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError(
-                f"reconnect_max_s: must be >= reconnect_min_s ({self.reconnect_min_s:g}) "
-                f"(got {self.reconnect_max_s:g})"
-            )
+        _not_below(self, "reconnect_max_s", "reconnect_min_s")
         return self
 
 

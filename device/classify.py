@@ -31,8 +31,10 @@ class Classifier:
 
     def __init__(self, manifest: Manifest, model_path: Path,
                  prefer: RuntimeName | None = None, num_threads: int = 1,
-                 min_confidence: float | None = None) -> None:
-        """`min_confidence`, when given, replaces the manifest's thresholds for every label."""
+                 min_confidence: float | None = None,
+                 flip_average: bool | None = None) -> None:
+        """`min_confidence`, when given, replaces the manifest's thresholds for every label;
+        `flip_average`, when given, the manifest's choice (to measure what it adds)."""
         verify_model_file(manifest, model_path)
         self.manifest = manifest
         self.model_path = model_path
@@ -40,6 +42,8 @@ class Classifier:
         self._check_against_manifest()
         self.thresholds = np.array(manifest.thresholds() if min_confidence is None
                                    else [min_confidence] * len(manifest.labels), np.float64)
+        self.flip_average = (manifest.flip_average if flip_average is None
+                             else flip_average)
         self._in_scale, self._in_zp = self.interpreter.input_quant
         self._out_scale, self._out_zp = self.interpreter.output_quant
 
@@ -94,7 +98,7 @@ class Classifier:
         """Dequantised output for one float face, averaged with its mirror image when the
         manifest asks for it (faces are left-right symmetric, errors of the two views not)."""
         out = dequantize(self.raw(face), self._out_scale, self._out_zp)
-        if self.manifest.flip_average:
+        if self.flip_average:
             mirrored = dequantize(self.raw(face[:, ::-1]), self._out_scale, self._out_zp)
             out = (out + mirrored) / 2
         return out

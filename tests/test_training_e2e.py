@@ -61,6 +61,22 @@ def test_manifest_validates_against_its_schema(tiny_run: Path) -> None:
     assert m.input.scale == pytest.approx(1 / 255, rel=1e-3) and m.input.zero_point == -128
     assert m.output.dtype == "int8"
     assert m.metrics["int8_float_agreement"] >= 0.9
+    # Mirror averaging is on by default; each threshold is picked on validation counts.
+    assert m.flip_average
+    assert set(m.label_thresholds) == set(m.labels)
+    assert all(0.35 <= t <= 0.9 for t in m.label_thresholds.values())
+
+
+def test_compare_tables_the_run(tiny_run: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "training.cli", "compare", str(tiny_run)],
+                          capture_output=True, text=True, check=True)
+    header, _, row = proc.stdout.strip().splitlines()
+    assert "happy-vs-sad" in header and row.startswith("| run |")
+    fitted = json.loads((tiny_run / "metrics.json").read_text())
+    assert f"{fitted['happy_vs_sad']['accuracy']:.2%}" in row
+    bad = subprocess.run([sys.executable, "-m", "training.cli", "compare",
+                          str(tiny_run.parent / "data")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no metrics.json" in bad.stderr
 
 
 def test_bundle_installs_in_the_device_runtime_and_classifies(tiny_run: Path,

@@ -1,4 +1,5 @@
-"""`moodcam-train`: fit, evaluate, export bundles, make signing keys, measure framing."""
+"""`moodcam-train`: fit, evaluate, compare runs, export bundles, make signing keys, measure
+framing."""
 
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--runtime", choices=RUNTIMES, help="prefer this runtime")
     e.add_argument("--min-confidence", type=float,
                    help="one threshold for every label, overriding the manifest's")
+    e.add_argument("--no-flip-average", action="store_true",
+                   help="classify each face once even if the manifest averages it with its"
+                        " mirror image (to measure what averaging adds)")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     e.add_argument("--out", type=Path, help="also write the metrics JSON here")
     e.add_argument("--camera", action="store_true",
@@ -76,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--model", type=Path, required=True, help="directory with manifest.json")
     x.add_argument("--out", type=Path, required=True, help="bundle file (.tar)")
     x.add_argument("--key", type=Path, help="Ed25519 signing key")
+
+    c = sub.add_parser("compare", help="one markdown table of several finished runs")
+    c.add_argument("runs", type=Path, nargs="+", help="run directories written by fit")
 
     k = sub.add_parser("keygen", help="create an Ed25519 bundle-signing key")
     k.add_argument("--out", type=Path, required=True, help="private key file (mode 0600)")
@@ -134,7 +141,8 @@ def _evaluate(a: argparse.Namespace) -> int:
             write_metrics(cam, a.out)
         print(json.dumps(cam) if a.json else format_camera(cam))
         return 0
-    metrics = evaluate_model(a.model, a.data, a.split, a.runtime, a.min_confidence)
+    metrics = evaluate_model(a.model, a.data, a.split, a.runtime, a.min_confidence,
+                             False if a.no_flip_average else None)
     if a.out:
         write_metrics(metrics, a.out)
     print(json.dumps(metrics) if a.json else format_metrics(metrics))
@@ -183,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "export":
             seed = load_signing_key(a.key) if a.key else None
             print(write_bundle(a.out, a.model, seed))
+            return 0
+        if a.cmd == "compare":
+            from training.compare import comparison_table
+
+            print(comparison_table(a.runs))
             return 0
         if a.cmd == "keygen":
             return _keygen(a)

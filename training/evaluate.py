@@ -40,11 +40,12 @@ def classify_faces(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
 
 def evaluate_model(model: Path, data: Path, split: str | None = "test",
                    runtime: RuntimeName | None = None,
-                   min_confidence: float | None = None) -> dict[str, Any]:
+                   min_confidence: float | None = None,
+                   flip_average: bool | None = None) -> dict[str, Any]:
     mdir = model_dir_of(model)
     manifest = load_manifest(mdir / "manifest.json")
     clf = Classifier(manifest, mdir / manifest.model_file, prefer=runtime,
-                     min_confidence=min_confidence)
+                     min_confidence=min_confidence, flip_average=flip_average)
     splits, report = load_splits(data, drop_twins=False)
     if split and split in splits:
         chosen = splits[split]
@@ -56,7 +57,8 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
     probs = classify_faces(clf, chosen.images)
     metrics = evaluate_probs(probs, chosen.emotions, manifest.labels, clf.thresholds)
     metrics.update({"model": {"name": manifest.name, "version": manifest.version,
-                              "sha256": manifest.model_sha256, "runtime": clf.runtime},
+                              "sha256": manifest.model_sha256, "runtime": clf.runtime,
+                              "flip_average": clf.flip_average},
                     "data": str(data), "split": split,
                     "skipped": {"unreadable": len(report.unreadable),
                                 "near_blank": len(report.near_blank)}})
@@ -66,7 +68,9 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
 def format_metrics(m: dict[str, Any]) -> str:
     """The human summary: the 2021 report's table plus the honest-count numbers."""
     lines = [f"model {m['model']['name']} {m['model']['version']} on {m['data']}"
-             f" [{m['split']}], {m['images']} images, runtime {m['model']['runtime']}"]
+             f" [{m['split']}], {m['images']} images, runtime {m['model']['runtime']}"
+             + (", each face averaged with its mirror image"
+                if m["model"].get("flip_average") else "")]
     if "happy_vs_sad" in m:
         hs = m["happy_vs_sad"]
         lines.append(f"happy-vs-sad accuracy: {hs['accuracy']:.2%} (n={hs['n']})")

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--arch", choices=("minixception", "mobilenetv2"), default="minixception")
     f.add_argument("--size", type=int, default=64, help="input side in pixels")
     f.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    f.add_argument("--epochs", type=int, default=80)
+    f.add_argument("--epochs", type=int, default=50)
     f.add_argument("--batch", type=int, default=64)
     f.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     f.add_argument("--seed", type=int, default=1234)

@@ -36,7 +36,7 @@ class FitOptions:
     arch: str = "minixception"
     size: int = 64
     width: float = 1.0
-    epochs: int = 80
+    epochs: int = 50
     batch: int = 64
     lr: float = 3e-3
     seed: int = 1234

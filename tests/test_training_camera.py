@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from device.payloads import validate_mood
 from training.camera_eval import camera_frame, evaluate_camera_path
 
 
@@ -22,3 +26,30 @@ def test_shipped_model_through_the_camera_path(model_dir: Path, fer_zip: Path,
     tight, loose = m["by_crop_scale"]["1"], m["by_crop_scale"]["1.6"]
     # FER framing (measured crop_scale ~1.0) beats a loose crop on the same detections.
     assert tight["accuracy_argmax"] > loose["accuracy_argmax"]
+
+
+def test_replay_of_a_demo_video_counts_one_viewer_per_face(
+        model_dir: Path, fer_zip: Path, yunet_path: Path, tmp_path: Path) -> None:
+    """`moodcam replay` on a video of four FER test faces, one per 10 s segment (YuNet
+    from ../shared, as the device finds it in a checkout)."""
+    video = tmp_path / "demo.avi"
+    made = subprocess.run(
+        [sys.executable, "-m", "training.cli", "demo-video", "--data", str(fer_zip),
+         "--out", str(video), "--emotions", "happy,sad,neutral,happy"],
+        capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert f"{video}: 400 frames" in made.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "device.cli", "replay", str(video), "--window", "10", "--json",
+         "--model-dir", str(model_dir)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    windows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(windows) == 4
+    labels = json.loads((model_dir / "manifest.json").read_text())["labels"]
+    for w in windows:
+        validate_mood(w)
+        # One person per segment however many frames showed them.
+        assert w["viewers_total"] == 1 and w["frames"] == 100
+        assert w["detections_total"] >= 70
+        assert set(w["viewers"]) == {*labels, "unknown"}

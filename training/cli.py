@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="one markdown table of several finished runs")
     c.add_argument("runs", type=Path, nargs="+", help="run directories written by fit")
 
+    d = sub.add_parser("demo-video", help="a video of test faces for `moodcam replay`")
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--out", type=Path, required=True, help="video file (.avi, MJPG)")
+    d.add_argument("--emotions", default="happy,sad,neutral,happy,sad,neutral",
+                   help="one segment per entry, in order")
+    d.add_argument("--seconds", type=float, default=10.0, help="seconds per segment")
+
     k = sub.add_parser("keygen", help="create an Ed25519 bundle-signing key")
     k.add_argument("--out", type=Path, required=True, help="private key file (mode 0600)")
 
@@ -196,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
             from training.compare import comparison_table
 
             print(comparison_table(a.runs))
+            return 0
+        if a.cmd == "demo-video":
+            from training.demo_video import pick_faces, write_demo_video
+
+            picked = pick_faces(a.data, a.emotions.split(","))
+            n = write_demo_video([img for _, _, img in picked], a.out, a.seconds)
+            for k, (emo, name, _) in enumerate(picked):
+                print(f"{k * a.seconds:g}-{(k + 1) * a.seconds:g} s: {emo} ({name})")
+            print(f"{a.out}: {n} frames")
             return 0
         if a.cmd == "keygen":
             return _keygen(a)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from device.manifest import (
     load_manifest,
     verify_model_file,
 )
-from device.preprocess import dequantize, quantize, softmax
+from device.preprocess import dequantize, quantize, softmax, zoom_center
 from device.runtime import Interpreter, RuntimeName
 
 
@@ -32,9 +33,11 @@ class Classifier:
     def __init__(self, manifest: Manifest, model_path: Path,
                  prefer: RuntimeName | None = None, num_threads: int = 1,
                  min_confidence: float | None = None,
-                 flip_average: bool | None = None) -> None:
+                 flip_average: bool | None = None,
+                 zoom_views: Sequence[float] | None = None) -> None:
         """`min_confidence`, when given, replaces the manifest's thresholds for every label;
-        `flip_average`, when given, the manifest's choice (to measure what it adds)."""
+        `flip_average` and `zoom_views`, when given, the manifest's views (to measure what
+        they add)."""
         verify_model_file(manifest, model_path)
         self.manifest = manifest
         self.model_path = model_path
@@ -44,6 +47,7 @@ class Classifier:
                                    else [min_confidence] * len(manifest.labels), np.float64)
         self.flip_average = (manifest.flip_average if flip_average is None
                              else flip_average)
+        self.zoom_views = tuple(manifest.zoom_views if zoom_views is None else zoom_views)
         self._in_scale, self._in_zp = self.interpreter.input_quant
         self._out_scale, self._out_zp = self.interpreter.output_quant
 
@@ -95,13 +99,14 @@ class Classifier:
         return self.interpreter.invoke(self.quantize_input(face))
 
     def output(self, face: np.ndarray) -> np.ndarray:
-        """Dequantised output for one float face, averaged with its mirror image when the
-        manifest asks for it (faces are left-right symmetric, errors of the two views not)."""
-        out = dequantize(self.raw(face), self._out_scale, self._out_zp)
+        """Dequantised output for one float face, averaged over the manifest's views: its
+        zoomed framings, each with its mirror image when asked (faces are left-right
+        symmetric and framing jitters; the model's errors on the views are not the same)."""
+        views = [zoom_center(face, z) for z in self.zoom_views]
         if self.flip_average:
-            mirrored = dequantize(self.raw(face[:, ::-1]), self._out_scale, self._out_zp)
-            out = (out + mirrored) / 2
-        return out
+            views += [v[:, ::-1] for v in views]
+        outs = [dequantize(self.raw(v), self._out_scale, self._out_zp) for v in views]
+        return np.mean(outs, axis=0) if len(outs) > 1 else outs[0]
 
     def probabilities(self, face: np.ndarray) -> np.ndarray:
         out = self.output(face)

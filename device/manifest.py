@@ -70,6 +70,12 @@ class Manifest(_Strict):
     flip_average: bool = Field(
         False, description="Average the logits of the face and its mirror image (two "
                            "invokes per face).")
+    zoom_views: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1, max_length=4,
+        description="Views of each face whose logits are averaged: 1.0 is the face as "
+                    "cropped, 0.9 its central 90% resized back (a tighter framing); each "
+                    "view is also mirrored when flip_average. Training picks them on "
+                    "validation.")
     preprocessing: Preprocessing
     model_file: str = Field("model.tflite", description="Model file name beside the manifest.")
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -93,6 +99,9 @@ class Manifest(_Strict):
                 raise ValueError(f"label_thresholds names {label!r}, which is not a label")
             if not 0.0 <= t <= 1.0:
                 raise ValueError(f"label_thresholds[{label!r}] = {t} is outside [0, 1]")
+        for z in self.zoom_views:
+            if not 0.6 <= z <= 1.0:
+                raise ValueError(f"zoom_views holds {z}, outside [0.6, 1.0]")
         return self
 
     def thresholds(self) -> list[float]:

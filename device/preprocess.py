@@ -77,6 +77,19 @@ def resize_face(face: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(face, (size, size), interpolation=interp)
 
 
+def zoom_center(face: np.ndarray, factor: float) -> np.ndarray:
+    """The central `factor` of a square face, resized back to its own size (a test-time
+    view: a slightly tighter framing of the same face). 1.0 returns the face unchanged."""
+    if factor >= 1.0:
+        return face
+    n = face.shape[0]
+    m = max(1, round(n * factor))
+    o = (n - m) // 2
+    inner = np.ascontiguousarray(face[o:o + m, o:o + m])
+    out = cv2.resize(inner, (face.shape[1], n), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(face.shape)
+
+
 def to_unit(face: np.ndarray) -> np.ndarray:
     """uint8 HxW -> float32 HxWx1 in [0, 1]: the float model's input."""
     return (face.astype(np.float32) / 255.0)[:, :, None]

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -37,14 +38,39 @@ def face(astronaut_bgr: np.ndarray, model_dir: Path) -> np.ndarray:
 
 def test_flip_average_is_the_mean_of_the_face_and_its_mirror(
         model_dir: Path, tmp_path: Path, face: np.ndarray) -> None:
-    clf = Classifier.from_dir(variant(model_dir, tmp_path, flip_average=True))
+    clf = Classifier.from_dir(variant(model_dir, tmp_path, flip_average=True,
+                                      zoom_views=[1.0]))
     scale, zp = clf.interpreter.output_quant
     plain = dequantize(clf.raw(face), scale, zp)
     mirror = dequantize(clf.raw(face[:, ::-1]), scale, zp)
     assert not np.array_equal(plain, mirror), "the test face should not be symmetric"
     np.testing.assert_allclose(clf.output(face), (plain + mirror) / 2, rtol=1e-6)
-    single = Classifier.from_dir(variant(model_dir, tmp_path / "b", flip_average=False))
+    single = Classifier.from_dir(variant(model_dir, tmp_path / "b", flip_average=False,
+                                         zoom_views=[1.0]))
     np.testing.assert_allclose(single.output(face), plain, rtol=1e-6)
+
+
+def test_zoom_views_average_the_face_and_its_central_part_each_mirrored(
+        model_dir: Path, tmp_path: Path, face: np.ndarray) -> None:
+    clf = Classifier.from_dir(variant(model_dir, tmp_path, flip_average=True,
+                                      zoom_views=[1.0, 0.9]))
+    scale, zp = clf.interpreter.output_quant
+    n = face.shape[0]
+    m = round(n * 0.9)
+    o = (n - m) // 2
+    inner = cv2.resize(face[o:o + m, o:o + m], (n, n),
+                       interpolation=cv2.INTER_LINEAR)[:, :, None]
+    assert inner.shape == face.shape
+    views = [face, inner, face[:, ::-1], inner[:, ::-1]]
+    outs = [dequantize(clf.raw(v), scale, zp) for v in views]
+    assert not np.array_equal(outs[0], outs[1]), "the zoomed view should differ"
+    np.testing.assert_allclose(clf.output(face), np.mean(outs, axis=0), rtol=1e-6)
+
+
+def test_zoom_views_outside_the_face_are_rejected(model_dir: Path, tmp_path: Path) -> None:
+    bad = variant(model_dir, tmp_path, zoom_views=[1.0, 1.3])
+    with pytest.raises(ManifestError, match=r"zoom_views.*1.3"):
+        load_manifest(bad / "manifest.json")
 
 
 def probs_with_top(labels: list[str], name: str, p_top: float) -> np.ndarray:

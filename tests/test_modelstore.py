@@ -103,6 +103,7 @@ def _input_shape(m: dict[str, Any]) -> None:
 
 def _labels(m: dict[str, Any]) -> None:
     m["labels"] = ["happy", "sad", "angry", "surprised"]
+    m["label_thresholds"] = {"happy": 0.4, "sad": 0.4}
 
 
 BAD = {

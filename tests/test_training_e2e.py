@@ -61,8 +61,9 @@ def test_manifest_validates_against_its_schema(tiny_run: Path) -> None:
     assert m.input.scale == pytest.approx(1 / 255, rel=1e-3) and m.input.zero_point == -128
     assert m.output.dtype == "int8"
     assert m.metrics["int8_float_agreement"] >= 0.9
-    # Mirror averaging is on by default; each threshold is picked on validation counts.
-    assert m.flip_average
+    # Mirror and zoom averaging are on by default; each threshold is picked on validation
+    # counts.
+    assert m.flip_average and m.zoom_views == [1.0, 0.9]
     assert set(m.label_thresholds) == set(m.labels)
     assert all(0.35 <= t <= 0.9 for t in m.label_thresholds.values())
 

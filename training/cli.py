@@ -18,6 +18,10 @@ from training.data import LABEL_SETS, DataError
 log = logging.getLogger("moodcam-train")
 
 
+def _floats(v: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in v.split(","))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="moodcam-train", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -45,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="no per-label thresholds: every label uses --min-confidence")
     f.add_argument("--no-flip-average", action="store_true",
                    help="classify each face once, not averaged with its mirror image")
+    f.add_argument("--zoom-views", type=_floats, default=(1.0, 0.9),
+                   help="views averaged per face: 1.0 the crop, 0.9 its central 90%%"
+                        " (default 1.0,0.9)")
     f.add_argument("--crop-scale", type=float, help="skip measuring the crop framing")
     f.add_argument("--crop-shift-y", type=float)
     f.add_argument("--detector", type=Path, help="YuNet .onnx used to measure framing")
@@ -66,12 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-flip-average", action="store_true",
                    help="classify each face once even if the manifest averages it with its"
                         " mirror image (to measure what averaging adds)")
+    e.add_argument("--zoom-views", type=_floats,
+                   help="views averaged per face, overriding the manifest's (e.g. 1.0)")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     e.add_argument("--out", type=Path, help="also write the metrics JSON here")
     e.add_argument("--camera", action="store_true",
                    help="place each face in a 640x480 camera-like frame and run the device's"
                         " detector and crop too")
-    e.add_argument("--crop-scales", type=lambda v: [float(x) for x in v.split(",")],
+    e.add_argument("--crop-scales", type=_floats,
                    help="with --camera: compare these crop scales (e.g. 1.0,1.2,1.4)")
     e.add_argument("--detector", type=Path, help="with --camera: YuNet .onnx")
     e.add_argument("--limit", type=int, help="with --camera: evaluate this many faces")
@@ -111,7 +120,7 @@ def _fit(a: argparse.Namespace) -> int:
         max_per_class=a.max_per_class, resume=a.resume, min_confidence=a.min_confidence,
         crop_scale=a.crop_scale, crop_shift_y=a.crop_shift_y, key=a.key, name=a.name,
         version=a.version, augment=not a.no_augment,
-        export_now=a.export_now, flip_average=not a.no_flip_average,
+        export_now=a.export_now, flip_average=not a.no_flip_average, zoom_views=a.zoom_views,
         count_thresholds=not a.flat_threshold)
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
@@ -149,7 +158,7 @@ def _evaluate(a: argparse.Namespace) -> int:
         print(json.dumps(cam) if a.json else format_camera(cam))
         return 0
     metrics = evaluate_model(a.model, a.data, a.split, a.runtime, a.min_confidence,
-                             False if a.no_flip_average else None)
+                             False if a.no_flip_average else None, a.zoom_views)
     if a.out:
         write_metrics(metrics, a.out)
     print(json.dumps(metrics) if a.json else format_metrics(metrics))

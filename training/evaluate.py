@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,13 @@ def classify_faces(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
 def evaluate_model(model: Path, data: Path, split: str | None = "test",
                    runtime: RuntimeName | None = None,
                    min_confidence: float | None = None,
-                   flip_average: bool | None = None) -> dict[str, Any]:
+                   flip_average: bool | None = None,
+                   zoom_views: Sequence[float] | None = None) -> dict[str, Any]:
     mdir = model_dir_of(model)
     manifest = load_manifest(mdir / "manifest.json")
     clf = Classifier(manifest, mdir / manifest.model_file, prefer=runtime,
-                     min_confidence=min_confidence, flip_average=flip_average)
+                     min_confidence=min_confidence, flip_average=flip_average,
+                     zoom_views=zoom_views)
     splits, report = load_splits(data, drop_twins=False)
     if split and split in splits:
         chosen = splits[split]
@@ -58,19 +61,27 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
     metrics = evaluate_probs(probs, chosen.emotions, manifest.labels, clf.thresholds)
     metrics.update({"model": {"name": manifest.name, "version": manifest.version,
                               "sha256": manifest.model_sha256, "runtime": clf.runtime,
-                              "flip_average": clf.flip_average},
+                              "flip_average": clf.flip_average,
+                              "zoom_views": list(clf.zoom_views)},
                     "data": str(data), "split": split,
                     "skipped": {"unreadable": len(report.unreadable),
                                 "near_blank": len(report.near_blank)}})
     return metrics
 
 
+def views_text(model: dict[str, Any]) -> str:
+    zooms = [z for z in model.get("zoom_views", [1.0]) if z != 1.0]
+    parts = [f"its central {z:.0%}" for z in zooms]
+    if model.get("flip_average"):
+        parts.append("the mirror image" + (" of each" if zooms else ""))
+    return f", each face averaged with {' and '.join(parts)}" if parts else ""
+
+
 def format_metrics(m: dict[str, Any]) -> str:
     """The human summary: the 2021 report's table plus the honest-count numbers."""
     lines = [f"model {m['model']['name']} {m['model']['version']} on {m['data']}"
              f" [{m['split']}], {m['images']} images, runtime {m['model']['runtime']}"
-             + (", each face averaged with its mirror image"
-                if m["model"].get("flip_average") else "")]
+             + views_text(m["model"])]
     if "happy_vs_sad" in m:
         hs = m["happy_vs_sad"]
         lines.append(f"happy-vs-sad accuracy: {hs['accuracy']:.2%} (n={hs['n']})")

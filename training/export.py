@@ -18,6 +18,7 @@ from device.manifest import (
     sha256_file,
     write_manifest,
 )
+from device.preprocess import zoom_center
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def build_manifest(model_dir: Path, *, name: str, version: str | None,
                    labels: tuple[str, ...], size: int, crop_scale: float,
                    crop_shift_y: float, temperature: float, min_confidence: float,
                    label_thresholds: dict[str, float], flip_average: bool,
-                   metrics: dict[str, Any], training: dict[str, Any]) -> Manifest:
+                   zoom_views: tuple[float, ...], metrics: dict[str, Any],
+                   training: dict[str, Any]) -> Manifest:
     path = model_dir / "model.tflite"
     inp, out = tensor_specs(path)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -80,7 +82,7 @@ def build_manifest(model_dir: Path, *, name: str, version: str | None,
         created=now.isoformat().replace("+00:00", "Z"), labels=list(labels),
         input=inp, output=out, output_kind="logits", temperature=temperature,
         min_confidence=min_confidence, label_thresholds=label_thresholds,
-        flip_average=flip_average,
+        flip_average=flip_average, zoom_views=list(zoom_views),
         preprocessing=Preprocessing(size=size, crop_scale=crop_scale,
                                     crop_shift_y=crop_shift_y),
         model_file="model.tflite", model_sha256=sha256_file(path),
@@ -103,9 +105,11 @@ def write_golden(model_dir: Path, faces: np.ndarray) -> None:
 
 
 def float_logits(model: Any, faces: np.ndarray, batch: int = 512,
-                 flip_average: bool = False) -> np.ndarray:
+                 flip_average: bool = False,
+                 zoom_views: tuple[float, ...] = (1.0,)) -> np.ndarray:
     """Float model logits for N x S x S uint8 faces (for calibration and agreement),
-    averaged with the mirrored faces' logits as the device does when `flip_average`."""
+    averaged over the same views as the device: each zoom, each mirrored when
+    `flip_average` (device/classify.py `Classifier.output`)."""
     if len(faces) == 0:
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
 
@@ -114,5 +118,7 @@ def float_logits(model: Any, faces: np.ndarray, batch: int = 512,
             model.predict_on_batch((x[i:i + batch].astype(np.float32) / 255.0)[..., None])
             for i in range(0, len(x), batch)])
 
-    out = run(faces)
-    return (out + run(faces[:, :, ::-1])) / 2 if flip_average else out
+    views = [np.stack([zoom_center(f, z) for f in faces]) for z in zoom_views]
+    if flip_average:
+        views += [v[:, :, ::-1] for v in views]
+    return np.mean([run(v) for v in views], axis=0)

@@ -17,7 +17,7 @@ from device.classify import Classifier
 from device.manifest import load_manifest, write_manifest
 from device.preprocess import softmax
 from training.data import FER_EMOTIONS, to_array
-from training.evaluate import classify_faces, write_metrics
+from training.evaluate import classify_faces, views_text, write_metrics
 from training.export import build_manifest, convert_int8, float_logits, write_golden
 from training.fit import FitOptions, prepare, train
 from training.framing import measure_framing
@@ -55,7 +55,8 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     model, state = train(opts, prep)
     labels = list(prep.label_set)
 
-    val_logits = float_logits(model, prep.x_val, flip_average=opts.flip_average)
+    val_logits = float_logits(model, prep.x_val, flip_average=opts.flip_average,
+                              zoom_views=opts.zoom_views)
     temperature = fit_temperature(val_logits, prep.y_val)
     p_before, p_after = softmax(val_logits), softmax(val_logits, temperature)
     ece_before, ece_after = ece(p_before, prep.y_val), ece(p_after, prep.y_val)
@@ -79,7 +80,8 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
                    size=opts.size, crop_scale=framing["crop_scale"],
                    crop_shift_y=framing["crop_shift_y"], temperature=temperature,
                    min_confidence=opts.min_confidence, label_thresholds=label_thresholds,
-                   flip_average=opts.flip_average, metrics={}, training=training_info)
+                   flip_average=opts.flip_average,
+                   zoom_views=opts.zoom_views, metrics={}, training=training_info)
     clf = Classifier.from_dir(opts.out)
     test_faces = to_array(prep.test_images, opts.size)
     write_golden(opts.out, _golden_faces(prep, test_faces))
@@ -92,7 +94,8 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     probs = classify_faces(clf, eval_images)
     metrics = evaluate_probs(probs, eval_emotions, labels, clf.thresholds)
     metrics["split"] = split
-    float_pred = float_logits(model, eval_faces, flip_average=opts.flip_average).argmax(axis=1)
+    float_pred = float_logits(model, eval_faces, flip_average=opts.flip_average,
+                              zoom_views=opts.zoom_views).argmax(axis=1)
     agreement = float(np.mean(float_pred == probs.argmax(axis=1)))
     metrics["int8_float_agreement"] = agreement
     metrics["validation"] = {"temperature": temperature, "ece_before": ece_before,
@@ -122,7 +125,9 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "data_report": prep.report.summary(), "labels": labels, "arch": opts.arch,
            "width": opts.width, "size": opts.size, "val_fraction": opts.val_fraction,
            "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
-           "best_epoch": state.get("best_epoch")}
+           "best_epoch": state.get("best_epoch"),
+           "views": views_text({"flip_average": opts.flip_average,
+                                "zoom_views": list(opts.zoom_views)})}
     write_report(opts.out, ctx)
     write_model_card(opts.out, ctx)
     log.info("wrote %s", bundle)

@@ -149,8 +149,9 @@ def write_model_card(run: Path, ctx: dict[str, Any]) -> Path:
   ({threshold_text(m)}) the device reports `unknown`).
 - Architecture: {ctx['arch']} (width {ctx['width']}), input {ctx['size']}x{ctx['size']}x1
   grayscale, trained from scratch; full-integer int8 TFLite, {ctx['model_bytes']:,} bytes.
-- Output: logits; the device applies softmax with the calibrated temperature
-  {ctx['temperature']:.3f}.
+- Output: logits; the device averages them over the views of each face
+  ({ctx.get('views', '').removeprefix(', ') or 'one view'}) and applies softmax with the
+  calibrated temperature {ctx['temperature']:.3f}.
 
 ## Intended use
 Aggregated, anonymous mood counts beside a digital sign (moodcam). Not for identifying

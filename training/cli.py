@@ -49,9 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="no per-label thresholds: every label uses --min-confidence")
     f.add_argument("--no-flip-average", action="store_true",
                    help="classify each face once, not averaged with its mirror image")
-    f.add_argument("--zoom-views", type=_floats, default=(1.0, 0.9),
+    f.add_argument("--zoom-views", type=_floats,
                    help="views averaged per face: 1.0 the crop, 0.9 its central 90%%"
-                        " (default 1.0,0.9)")
+                        " (default: 1.0 or 1.0,0.9, whichever is better on validation)")
     f.add_argument("--crop-scale", type=float, help="skip measuring the crop framing")
     f.add_argument("--crop-shift-y", type=float)
     f.add_argument("--detector", type=Path, help="YuNet .onnx used to measure framing")

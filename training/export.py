@@ -114,11 +114,12 @@ def float_logits(model: Any, faces: np.ndarray, batch: int = 512,
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
 
     def run(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([
-            model.predict_on_batch((x[i:i + batch].astype(np.float32) / 255.0)[..., None])
-            for i in range(0, len(x), batch)])
+        return np.concatenate([model.predict_on_batch(x[i:i + batch][..., None])
+                               for i in range(0, len(x), batch)])
 
-    views = [np.stack([zoom_center(f, z) for f in faces]) for z in zoom_views]
+    # Zoomed in float, as the device does (it zooms the float face it quantises).
+    unit = faces.astype(np.float32) / 255.0
+    views = [np.stack([zoom_center(f, z) for f in unit]) for z in zoom_views]
     if flip_average:
         views += [v[:, :, ::-1] for v in views]
     return np.mean([run(v) for v in views], axis=0)

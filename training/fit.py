@@ -28,6 +28,10 @@ from training.data import (
 log = logging.getLogger(__name__)
 
 
+# Views the device may average per face: the crop alone, or with its central 90%.
+ZOOM_CANDIDATES: tuple[tuple[float, ...], ...] = ((1.0,), (1.0, 0.9))
+
+
 @dataclass
 class FitOptions:
     data: Path
@@ -52,8 +56,8 @@ class FitOptions:
     augment: bool = True
     export_now: bool = False  # with resume: export the best checkpoint, train no further
     flip_average: bool = True  # device averages each face with its mirror image
-    # ... and with its central 90%: chosen on validation of hsno-64 (docs in README)
-    zoom_views: tuple[float, ...] = (1.0, 0.9)
+    # ... and with zoomed views; None: the best of ZOOM_CANDIDATES on validation
+    zoom_views: tuple[float, ...] | None = None
     count_thresholds: bool = True  # per-label thresholds for honest counts, else flat
 
 

@@ -19,7 +19,7 @@ from device.preprocess import softmax
 from training.data import FER_EMOTIONS, to_array
 from training.evaluate import classify_faces, views_text, write_metrics
 from training.export import build_manifest, convert_int8, float_logits, write_golden
-from training.fit import FitOptions, prepare, train
+from training.fit import ZOOM_CANDIDATES, FitOptions, Prepared, prepare, train
 from training.framing import measure_framing
 from training.metrics import count_thresholds, ece, evaluate_probs, fit_temperature
 from training.report import (
@@ -55,8 +55,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     model, state = train(opts, prep)
     labels = list(prep.label_set)
 
-    val_logits = float_logits(model, prep.x_val, flip_average=opts.flip_average,
-                              zoom_views=opts.zoom_views)
+    zoom_views, val_logits, view_acc = choose_views(model, prep, opts)
     temperature = fit_temperature(val_logits, prep.y_val)
     p_before, p_after = softmax(val_logits), softmax(val_logits, temperature)
     ece_before, ece_after = ece(p_before, prep.y_val), ece(p_after, prep.y_val)
@@ -81,7 +80,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
                    crop_shift_y=framing["crop_shift_y"], temperature=temperature,
                    min_confidence=opts.min_confidence, label_thresholds=label_thresholds,
                    flip_average=opts.flip_average,
-                   zoom_views=opts.zoom_views, metrics={}, training=training_info)
+                   zoom_views=zoom_views, metrics={}, training=training_info)
     clf = Classifier.from_dir(opts.out)
     test_faces = to_array(prep.test_images, opts.size)
     write_golden(opts.out, _golden_faces(prep, test_faces))
@@ -95,11 +94,11 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     metrics = evaluate_probs(probs, eval_emotions, labels, clf.thresholds)
     metrics["split"] = split
     float_pred = float_logits(model, eval_faces, flip_average=opts.flip_average,
-                              zoom_views=opts.zoom_views).argmax(axis=1)
+                              zoom_views=zoom_views).argmax(axis=1)
     agreement = float(np.mean(float_pred == probs.argmax(axis=1)))
     metrics["int8_float_agreement"] = agreement
     metrics["validation"] = {"temperature": temperature, "ece_before": ece_before,
-                             "ece_after": ece_after}
+                             "ece_after": ece_after, "view_accuracy": view_acc}
     manifest = load_manifest(opts.out / "manifest.json")
     manifest = manifest.model_copy(update={"metrics": _headline(metrics)})
     write_manifest(manifest, opts.out / "manifest.json")
@@ -127,11 +126,26 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
            "best_epoch": state.get("best_epoch"),
            "views": views_text({"flip_average": opts.flip_average,
-                                "zoom_views": list(opts.zoom_views)})}
+                                "zoom_views": list(zoom_views)})}
     write_report(opts.out, ctx)
     write_model_card(opts.out, ctx)
     log.info("wrote %s", bundle)
     return metrics
+
+
+def choose_views(model: Any, prep: Prepared, opts: FitOptions
+                 ) -> tuple[tuple[float, ...], np.ndarray, dict[str, float]]:
+    """The views the device averages per face, picked by validation accuracy (ties: fewer
+    views, each costs an invoke) unless `--zoom-views` fixed them. A model trained without
+    zoom augmentation can do worse on a zoomed view, so this is measured, not assumed."""
+    candidates = [opts.zoom_views] if opts.zoom_views else list(ZOOM_CANDIDATES)
+    logits = {zv: float_logits(model, prep.x_val, flip_average=opts.flip_average,
+                               zoom_views=zv) for zv in candidates}
+    acc = {zv: float(np.mean(lg.argmax(axis=1) == prep.y_val)) for zv, lg in logits.items()}
+    best = max(candidates, key=lambda zv: (acc[zv], -len(zv)))
+    shown = {",".join(f"{z:g}" for z in zv): a for zv, a in acc.items()}
+    log.info("views (zoom factors) by validation accuracy: %s -> %s", shown, best)
+    return best, logits[best], shown
 
 
 def _framing(opts: FitOptions, prep: Any, detector: Path | None) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def child(runtime: str, frames: int, frame_dir: Path, model_dir: Path | None) ->
         wall = time.perf_counter() - t_start
         windows = pipe.times.calls["publish"]
     ms = pipe.times.per_frame_ms()
+    invoke_ms = _invoke_median_ms(classifier)
     core = ms["detect"] + ms["classify"]
     loop_ms = wall * 1000 / frames
     plumbing = loop_ms - ms["capture"] - core
@@ -106,7 +107,21 @@ def child(runtime: str, frames: int, frame_dir: Path, model_dir: Path | None) ->
         "plumbing_ms": round(plumbing, 3),
         "plumbing_pct": round(100 * plumbing / core, 1) if core else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "invoke_ms_median": invoke_ms,
+        "views_per_face": len(classifier.zoom_views) * (2 if classifier.flip_average else 1),
     }
+
+
+def _invoke_median_ms(classifier: Any, n: int = 1000) -> float:
+    """One model invoke() alone (the training issue's per-invoke budget), median of n."""
+    x = classifier.quantize_input(np.full((classifier.size, classifier.size, 1), 0.5,
+                                          np.float32))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        classifier.interpreter.invoke(x)
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1000, 3)
 
 
 def _table(results: dict[str, Any]) -> str:
@@ -122,6 +137,8 @@ def _table(results: dict[str, Any]) -> str:
         lines.append(f"  detect+classify {r['detect_classify_ms']:.2f} ms, everything else "
                      f"except decode {r['plumbing_ms']:.2f} ms ({r['plumbing_pct']}%), peak "
                      f"RSS {r['peak_rss_mb']} MB")
+        lines.append(f"  model invoke() median {r['invoke_ms_median']:.3f} ms; "
+                     f"{r['views_per_face']} invokes per face (views)")
     for name in results["missing"]:
         lines.append(f"{name}: not installed")
     return "\n".join(lines)

@@ -188,3 +188,4 @@ def test_bench_json(model_dir: Path) -> None:
                                         "aggregate", "publish"}
         assert res["fps"] > 0 and res["peak_rss_mb"] > 10
         assert 1 <= res["faces_per_frame"] <= 3
+        assert res["invoke_ms_median"] > 0 and res["views_per_face"] == 4

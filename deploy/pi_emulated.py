@@ -14,9 +14,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIMES = ("ai-edge-litert", "tflite-runtime")
-# ai-edge-litert runs XNNPACK on both and is bit-exact; tflite-runtime's own kernels differ
-# by a few output quanta between x86 and NEON (measured up to 0.03 here).
-TOL = {"ai-edge-litert": 0.002, "tflite-runtime": 0.05}
+# Labels must match exactly; confidences nearly. With ai-edge-litert (XNNPACK on both) the
+# one-view model agreed within 0.002; averaging four views (one a float resize, whose SIMD
+# rounding may differ between AVX and NEON) measured up to 0.0071. tflite-runtime's own
+# kernels differ by a few output quanta (measured up to 0.03 here).
+TOL = {"ai-edge-litert": 0.01, "tflite-runtime": 0.05}
 
 
 def images(out: Path, fer: Path) -> None:

@@ -108,7 +108,7 @@ def child(runtime: str, frames: int, frame_dir: Path, model_dir: Path | None) ->
         "plumbing_pct": round(100 * plumbing / core, 1) if core else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "invoke_ms_median": invoke_ms,
-        "views_per_face": len(classifier.zoom_views) * (2 if classifier.flip_average else 1),
+        "views_per_face": classifier.views_per_face,
     }
 
 

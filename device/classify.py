@@ -15,7 +15,7 @@ from device.manifest import (
     load_manifest,
     verify_model_file,
 )
-from device.preprocess import dequantize, quantize, softmax, zoom_center
+from device.preprocess import dequantize, face_views, quantize, softmax
 from device.runtime import Interpreter, RuntimeName
 
 
@@ -98,14 +98,17 @@ class Classifier:
         """The model's raw output tensor for one float face (golden-sample checks use it)."""
         return self.interpreter.invoke(self.quantize_input(face))
 
+    @property
+    def views_per_face(self) -> int:
+        """Model invocations per face."""
+        return len(self.zoom_views) * (2 if self.flip_average else 1)
+
     def output(self, face: np.ndarray) -> np.ndarray:
         """Dequantised output for one float face, averaged over the manifest's views: its
         zoomed framings, each with its mirror image when asked (faces are left-right
         symmetric and framing jitters; the model's errors on the views are not the same)."""
-        views = [zoom_center(face, z) for z in self.zoom_views]
-        if self.flip_average:
-            views += [v[:, ::-1] for v in views]
-        outs = [dequantize(self.raw(v), self._out_scale, self._out_zp) for v in views]
+        outs = [dequantize(self.raw(v), self._out_scale, self._out_zp)
+                for v in face_views(face, self.zoom_views, self.flip_average)]
         return np.mean(outs, axis=0) if len(outs) > 1 else outs[0]
 
     def probabilities(self, face: np.ndarray) -> np.ndarray:

@@ -90,6 +90,17 @@ def zoom_center(face: np.ndarray, factor: float) -> np.ndarray:
     return out.reshape(face.shape)
 
 
+def face_views(face: np.ndarray, zoom_views: Sequence[float],
+               flip: bool) -> list[np.ndarray]:
+    """The views of one face whose logits the model averages: each zoom, then (when `flip`)
+    each of those mirrored. Training and the device both call this, so they average the
+    same views in the same order."""
+    views = [zoom_center(face, z) for z in zoom_views]
+    if flip:
+        views += [v[:, ::-1] for v in views]
+    return views
+
+
 def to_unit(face: np.ndarray) -> np.ndarray:
     """uint8 HxW -> float32 HxWx1 in [0, 1]: the float model's input."""
     return (face.astype(np.float32) / 255.0)[:, :, None]

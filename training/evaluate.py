@@ -70,18 +70,20 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
 
 
 def views_text(model: dict[str, Any]) -> str:
+    """'each face averaged with ...' for a manifest's views, or '' for one view."""
     zooms = [z for z in model.get("zoom_views", [1.0]) if z != 1.0]
     parts = [f"its central {z:.0%}" for z in zooms]
     if model.get("flip_average"):
         parts.append("the mirror image" + (" of each" if zooms else ""))
-    return f", each face averaged with {' and '.join(parts)}" if parts else ""
+    return f"each face averaged with {' and '.join(parts)}" if parts else ""
 
 
 def format_metrics(m: dict[str, Any]) -> str:
     """The human summary: the 2021 report's table plus the honest-count numbers."""
+    views = views_text(m["model"])
     lines = [f"model {m['model']['name']} {m['model']['version']} on {m['data']}"
              f" [{m['split']}], {m['images']} images, runtime {m['model']['runtime']}"
-             + views_text(m["model"])]
+             + (f", {views}" if views else "")]
     if "happy_vs_sad" in m:
         hs = m["happy_vs_sad"]
         lines.append(f"happy-vs-sad accuracy: {hs['accuracy']:.2%} (n={hs['n']})")

@@ -18,7 +18,7 @@ from device.manifest import (
     sha256_file,
     write_manifest,
 )
-from device.preprocess import zoom_center
+from device.preprocess import face_views
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,6 @@ def float_logits(model: Any, faces: np.ndarray, batch: int = 512,
         return np.concatenate([model.predict_on_batch(x[i:i + batch][..., None])
                                for i in range(0, len(x), batch)])
 
-    # Zoomed in float, as the device does (it zooms the float face it quantises).
-    unit = faces.astype(np.float32) / 255.0
-    views = [np.stack([zoom_center(f, z) for f in unit]) for z in zoom_views]
-    if flip_average:
-        views += [v[:, :, ::-1] for v in views]
-    return np.mean([run(v) for v in views], axis=0)
+    # Views of the float face, as the device makes them from the face it quantises.
+    per_face = [face_views(f, zoom_views, flip_average) for f in faces.astype(np.float32) / 255.0]
+    return np.mean([run(np.stack(view)) for view in zip(*per_face, strict=True)], axis=0)

@@ -150,7 +150,7 @@ def write_model_card(run: Path, ctx: dict[str, Any]) -> Path:
 - Architecture: {ctx['arch']} (width {ctx['width']}), input {ctx['size']}x{ctx['size']}x1
   grayscale, trained from scratch; full-integer int8 TFLite, {ctx['model_bytes']:,} bytes.
 - Output: logits; the device averages them over the views of each face
-  ({ctx.get('views', '').removeprefix(', ') or 'one view'}) and applies softmax with the
+  ({ctx.get('views') or 'one view'}) and applies softmax with the
   calibrated temperature {ctx['temperature']:.3f}.
 
 ## Intended use

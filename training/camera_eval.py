@@ -21,7 +21,7 @@ from device.detect import make_detector
 from device.manifest import load_manifest
 from device.preprocess import frame_face_tensor
 from training.data import load_splits
-from training.evaluate import model_dir_of
+from training.evaluate import fit_validation, model_dir_of
 from training.metrics import evaluate_probs
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,17 @@ def camera_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
                          crop_scales: list[float] | None = None, limit: int | None = None,
-                         seed: int = 0) -> dict[str, Any]:
+                         seed: int = 0, split: str = "test") -> dict[str, Any]:
+    """`split` "validation" is the model's own fit validation set: scan crop scales there
+    when choosing one; "test" reports the chosen framing once."""
     mdir = model_dir_of(model)
     manifest = load_manifest(mdir / "manifest.json")
     clf = Classifier(manifest, mdir / manifest.model_file)
     detector = make_detector(yunet, "auto")
-    splits, _ = load_splits(data, drop_twins=False)
-    test = splits.get("test") or next(iter(splits.values()))
+    test = fit_validation(data, split, manifest)
+    if test is None:
+        splits, _ = load_splits(data, drop_twins=False)
+        test = splits.get(split) or next(iter(splits.values()))
     idx = np.arange(len(test))
     if limit and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
@@ -73,7 +77,7 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
         for s in scales:
             face = frame_face_tensor(frame, box, clf.size, s, manifest.preprocessing.crop_shift_y)
             probs[s].append(clf.probabilities(face))
-    out: dict[str, Any] = {"images": len(idx), "detected": len(emotions),
+    out: dict[str, Any] = {"images": len(idx), "detected": len(emotions), "split": split,
                            "detection_rate": len(emotions) / max(1, len(idx)),
                            "detector": detector.describe(), "by_crop_scale": {}}
     for s in scales:
@@ -87,8 +91,8 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
 
 
 def format_camera(m: dict[str, Any]) -> str:
-    lines = [f"camera path: {m['detected']}/{m['images']} faces detected "
-             f"({m['detection_rate']:.1%}) by {m['detector']}",
+    lines = [f"camera path [{m.get('split', 'test')}]: {m['detected']}/{m['images']} faces"
+             f" detected ({m['detection_rate']:.1%}) by {m['detector']}",
              "| crop scale | happy-vs-sad | neutral leak | own-label acc. | coverage |",
              "|---|---|---|---|---|"]
     for s, r in m["by_crop_scale"].items():

@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", type=Path, required=True,
                    help="model directory, its manifest.json or its .tflite")
     e.add_argument("--data", type=Path, required=True, help="zip or folder")
-    e.add_argument("--split", default="test", help="split to use when there are several")
+    e.add_argument("--split", default="test",
+                   help="split to use when there are several; 'validation' is the set the"
+                        " model's fit held out (from its manifest's training options)")
     e.add_argument("--runtime", choices=RUNTIMES, help="prefer this runtime")
     e.add_argument("--min-confidence", type=float,
                    help="one threshold for every label, overriding the manifest's")
@@ -103,11 +105,22 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keygen", help="create an Ed25519 bundle-signing key")
     k.add_argument("--out", type=Path, required=True, help="private key file (mode 0600)")
 
-    m = sub.add_parser("framing", help="measure the crop framing of a face set with YuNet")
+    m = sub.add_parser("framing", help="measure the crop framing with YuNet on fit's"
+                                       " validation faces")
     m.add_argument("--data", type=Path, required=True)
     m.add_argument("--detector", type=Path)
     m.add_argument("--limit", type=int, default=1500)
+    _validation_args(m)
     return p
+
+
+def _validation_args(p: argparse.ArgumentParser) -> None:
+    """fit's own options that define its validation set (same defaults as fit)."""
+    p.add_argument("--labels", choices=sorted(LABEL_SETS), default="hsno",
+                   help="label set of the fit whose validation set to use")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--max-per-class", type=int)
 
 
 def _fit(a: argparse.Namespace) -> int:
@@ -152,7 +165,7 @@ def _evaluate(a: argparse.Namespace) -> int:
         from training.pipeline import find_yunet
 
         cam = evaluate_camera_path(a.model, a.data, find_yunet(a.detector), a.crop_scales,
-                                   a.limit)
+                                   a.limit, split=a.split)
         if a.out:
             write_metrics(cam, a.out)
         print(json.dumps(cam) if a.json else format_camera(cam))
@@ -166,16 +179,19 @@ def _evaluate(a: argparse.Namespace) -> int:
 
 
 def _framing(a: argparse.Namespace) -> int:
-    from training.data import load_splits
+    from training.data import VALIDATION, split_for
     from training.framing import measure_framing
     from training.pipeline import find_yunet
 
     yunet = find_yunet(a.detector)
     if yunet is None:
         raise DataError("no YuNet model: pass --detector PATH")
-    splits, _ = load_splits(a.data, drop_twins=False)
-    images = splits.get("test", next(iter(splits.values()))).images
-    print(json.dumps(measure_framing(images, yunet, a.limit)))
+    val = split_for(a.data, VALIDATION, {"labels": a.labels, "seed": a.seed,
+                                         "val_fraction": a.val_fraction,
+                                         "max_per_class": a.max_per_class})
+    result = measure_framing(val.images, yunet, a.limit)
+    result["split"] = VALIDATION
+    print(json.dumps(result))
     return 0
 
 

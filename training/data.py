@@ -211,3 +211,69 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     w = counts.sum() / (n_classes * np.maximum(counts, 1))
     return {i: float(v) for i, v in enumerate(w)}
+
+
+@dataclass(frozen=True)
+class FitSelection:
+    """Which train-split images `fit` uses and how it splits them: one definition, so the
+    framing measurement, the camera-path scan and `evaluate --split validation` see the
+    very validation faces `fit` held out (nothing is chosen on test)."""
+
+    keep: np.ndarray  # indices into the train split (after twins are dropped)
+    y: np.ndarray  # class index of each kept image
+    train: np.ndarray  # positions in keep used for training
+    val: np.ndarray  # positions in keep held out for validation
+
+
+def fit_selection(train: Split, label_set: tuple[str, ...], seed: int, val_fraction: float,
+                  max_per_class: int | None = None) -> FitSelection:
+    y = map_labels(train.emotions, label_set)
+    keep = np.flatnonzero(y >= 0)
+    if max_per_class:
+        rng = np.random.default_rng(seed)
+        capped = [rng.permutation(keep[y[keep] == c])[:max_per_class]
+                  for c in range(len(label_set))]
+        keep = np.sort(np.concatenate(capped))
+    y = y[keep]
+    check_classes("train", y, label_set)
+    tr, va = stratified_split(y, val_fraction, seed)
+    return FitSelection(keep, y, tr, va)
+
+
+VALIDATION = "validation"
+
+
+def validation_split(splits: dict[str, Split], labels: str = "hsno", seed: int = 1234,
+                     val_fraction: float = 0.1, max_per_class: int | None = None) -> Split:
+    """fit's held-out validation faces at their stored size (FER: 48 px), from splits
+    loaded with twins dropped as `fit` loads them. A data set with its own `validation`
+    split is not what `fit` validates on, so the train split's selection is used."""
+    if "train" not in splits:
+        raise DataError(f"no 'train' split to draw fit's validation set from (found "
+                        f"{', '.join(sorted(splits))})")
+    tr = splits["train"]
+    sel = fit_selection(tr, LABEL_SETS[labels], seed, val_fraction, max_per_class)
+    idx = sel.keep[sel.val]
+    return Split([tr.images[i] for i in idx], [tr.emotions[i] for i in idx],
+                 [tr.names[i] for i in idx])
+
+
+def split_for(source: Path, split: str, options: dict[str, object] | None = None) -> Split:
+    """The named split of a data set; `validation` is fit's seeded validation set (with
+    the label set, seed, fraction and cap in `options`, e.g. a manifest's
+    training.options) unless the data set has its own."""
+    if split == VALIDATION:
+        splits, _ = load_splits(source, drop_twins=True)
+        if VALIDATION in splits and "train" not in splits:
+            return splits[VALIDATION]
+        o = options or {}
+        return validation_split(
+            splits, str(o.get("labels", "hsno")), int(str(o.get("seed", 1234))),
+            float(str(o.get("val_fraction", 0.1))),
+            int(str(o["max_per_class"])) if o.get("max_per_class") else None)
+    splits, _ = load_splits(source, drop_twins=False)
+    if split in splits:
+        return splits[split]
+    raise DataError(f"{source} has no split {split!r} (found {', '.join(sorted(splits))},"
+                    f" or {VALIDATION!r} for fit's validation set)")
+

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from device.classify import Classifier
-from device.manifest import load_manifest
+from device.manifest import Manifest, load_manifest
 from device.preprocess import face_tensor
 from device.runtime import RuntimeName
-from training.data import DataError, load_splits
+from training.data import VALIDATION, DataError, Split, load_splits, split_for
 from training.metrics import evaluate_probs, threshold_text
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,11 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
     clf = Classifier(manifest, mdir / manifest.model_file, prefer=runtime,
                      min_confidence=min_confidence, flip_average=flip_average,
                      zoom_views=zoom_views)
+    chosen_split = fit_validation(data, split, manifest)
     splits, report = load_splits(data, drop_twins=False)
-    if split and split in splits:
+    if chosen_split is not None:
+        chosen = chosen_split
+    elif split and split in splits:
         chosen = splits[split]
     elif len(splits) == 1:
         split, chosen = next(iter(splits.items()))
@@ -67,6 +70,15 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
                     "skipped": {"unreadable": len(report.unreadable),
                                 "near_blank": len(report.near_blank)}})
     return metrics
+
+
+def fit_validation(data: Path, split: str | None, manifest: Manifest) -> Split | None:
+    """For split `validation`: the faces the model's own fit held out (its label set, seed
+    and fraction from the manifest's training.options), unless the data set has a
+    validation split of its own; None for any other split."""
+    if split != VALIDATION:
+        return None
+    return split_for(data, VALIDATION, manifest.training.get("options") or {})
 
 
 def views_text(model: dict[str, Any]) -> str:

@@ -17,11 +17,9 @@ from training.augment import AugmentConfig, augment_batch
 from training.data import (
     LABEL_SETS,
     LoadReport,
-    check_classes,
     class_weights,
+    fit_selection,
     load_splits,
-    map_labels,
-    stratified_split,
     to_array,
 )
 
@@ -74,6 +72,8 @@ class Prepared:
     test_emotions: list[str]
     report: LoadReport
     extra: dict[str, Any] = field(default_factory=dict)
+    # The validation faces at their stored size, for measurements made on validation
+    val_images: list[np.ndarray] = field(default_factory=list)
 
 
 def prepare(opts: FitOptions) -> Prepared:
@@ -84,20 +84,13 @@ def prepare(opts: FitOptions) -> Prepared:
     if "train" not in splits:
         raise ValueError(f"{opts.data} has no 'train' split (found {', '.join(splits)})")
     train = splits["train"]
-    y = map_labels(train.emotions, label_set)
-    keep = np.flatnonzero(y >= 0)
-    if opts.max_per_class:
-        rng = np.random.default_rng(opts.seed)
-        capped = [rng.permutation(keep[y[keep] == c])[: opts.max_per_class]
-                  for c in range(len(label_set))]
-        keep = np.sort(np.concatenate(capped))
-    y = y[keep]
-    check_classes("train", y, label_set)
+    sel = fit_selection(train, label_set, opts.seed, opts.val_fraction, opts.max_per_class)
+    keep, y, tr, va = sel.keep, sel.y, sel.train, sel.val
     x = to_array([train.images[i] for i in keep], opts.size)
-    tr, va = stratified_split(y, opts.val_fraction, opts.seed)
     test = splits.get("test")
     return Prepared(label_set, x[tr], y[tr], x[va], y[va],
-                    test.images if test else [], test.emotions if test else [], report)
+                    test.images if test else [], test.emotions if test else [], report,
+                    val_images=[train.images[i] for i in keep[va]])
 
 
 class Checkpointer:

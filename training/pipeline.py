@@ -153,11 +153,12 @@ def _framing(opts: FitOptions, prep: Any, detector: Path | None) -> dict[str, An
         return {"crop_scale": opts.crop_scale, "crop_shift_y": opts.crop_shift_y or 0.0,
                 "source": "given on the command line"}
     yunet = find_yunet(detector)
-    faces = prep.test_images or [f for f in prep.x_val]
+    # Validation faces, never test ones: the framing is a choice, and test is reported once.
+    faces = prep.val_images or list(prep.x_val)
     if yunet is not None and faces:
         try:
             f = measure_framing(faces, yunet)
-            f["source"] = f"measured with YuNet on {f['detected']} test faces"
+            f["source"] = f"measured with YuNet on {f['detected']} validation faces"
             return f
         except RuntimeError as e:
             log.warning("%s", e)

@@ -34,6 +34,10 @@ class DetectorError(RuntimeError):
 class Detections:
     boxes: np.ndarray  # int32 (N, 4): x, y, w, h in frame pixels, sorted by score
     scores: np.ndarray  # float32 (N,)
+    # float32 (N, 5, 2) in frame pixels, same order as boxes: YuNet's right eye, left eye,
+    # nose tip, right and left mouth corner (the subject's sides); None from detectors
+    # without landmarks (Haar). Face alignment (device/align.py) reads the eyes.
+    landmarks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -53,6 +57,12 @@ class FaceDetector(ABC):
     def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw float (N, 4) boxes and (N,) scores on an image of any size."""
 
+    def _detect_points(self, bgr: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`_detect` plus raw float (N, 5, 2) landmarks where the detector has them."""
+        boxes, scores = self._detect(bgr)
+        return boxes, scores, None
+
     def describe(self) -> str:
         return self.name
 
@@ -66,17 +76,19 @@ class FaceDetector(ABC):
                              interpolation=cv2.INTER_LINEAR)
             pad = round(SMALL_SIDE * SMALL_PAD)
             bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        boxes, scores = self._detect(bgr)
+        boxes, scores, points = self._detect_points(bgr)
         if boxes.shape[0] == 0:
             return EMPTY
         if scale != 1.0 or pad:
             boxes = boxes.copy()
             boxes[:, :2] -= pad
             boxes /= scale
-        return self._finish(boxes, scores, w, h, scale)
+            if points is not None:
+                points = (points - pad) / scale
+        return self._finish(boxes, scores, w, h, scale, points)
 
     def _finish(self, boxes: np.ndarray, scores: np.ndarray, w: int, h: int,
-                scale: float) -> Detections:
+                scale: float, points: np.ndarray | None = None) -> Detections:
         # Clip to the frame, then drop what is too small; min_face is in frame pixels
         # except for upscaled small images, where every face is small by construction.
         x0 = np.clip(boxes[:, 0], 0, w)
@@ -91,7 +103,8 @@ class FaceDetector(ABC):
         out = np.stack([x0, y0, bw, bh], axis=1)[keep]
         sc = scores[keep].astype(np.float32)
         order = np.argsort(-sc, kind="stable")[: self.max_faces]
-        return Detections(np.round(out[order]).astype(np.int32), sc[order])
+        lms = None if points is None else points[keep][order].astype(np.float32)
+        return Detections(np.round(out[order]).astype(np.int32), sc[order], lms)
 
 
 def _as_bgr(frame: np.ndarray) -> np.ndarray:
@@ -125,14 +138,21 @@ class YuNetDetector(FaceDetector):
         return f"yunet ({self.model_path.name})"
 
     def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes, scores, _ = self._detect_points(bgr)
+        return boxes, scores
+
+    def _detect_points(self, bgr: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         size = (bgr.shape[1], bgr.shape[0])
         if size != self._size:  # reshaping the network is costly: only when needed
             self._net.setInputSize(size)
             self._size = size
         _, faces = self._net.detect(bgr)
         if faces is None or len(faces) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-        return faces[:, :4].astype(np.float32), faces[:, 14].astype(np.float32)
+            return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                    np.zeros((0, 5, 2), np.float32))
+        return (faces[:, :4].astype(np.float32), faces[:, 14].astype(np.float32),
+                faces[:, 4:14].reshape(-1, 5, 2).astype(np.float32))
 
 
 class HaarDetector(FaceDetector):

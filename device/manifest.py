@@ -47,6 +47,17 @@ class Preprocessing(_Strict):
         description="Vertical shift of the crop centre as a fraction of the crop side.")
     value_range: Literal["unit"] = Field(
         "unit", description="Float input range before quantisation: 'unit' is [0, 1].")
+    align: Literal["none", "eyes"] = Field(
+        "none", description="'eyes': rotate each face so its eyes (the detector's landmarks) "
+                            "are level, at align_eye_distance apart and align_eye_y from the "
+                            "top (device/align.py); faces without landmarks, and 'none', use "
+                            "the crop_scale framing.")
+    align_eye_distance: float = Field(
+        0.4, gt=0.1, le=0.9, description="With align 'eyes': the distance between the eyes "
+                                         "as a fraction of the face side.")
+    align_eye_y: float = Field(
+        0.4, ge=0.1, le=0.9, description="With align 'eyes': the height of the eyes' "
+                                         "midpoint as a fraction of the side from the top.")
 
 
 class Manifest(_Strict):
@@ -155,8 +166,17 @@ def verify_model_file(manifest: Manifest, model_path: Path) -> None:
                             f" {manifest.model_sha256[:12]}…")
 
 
+_ALIGN_KEYS = ("align", "align_eye_distance", "align_eye_y")
+
+
 def write_manifest(manifest: Manifest, path: Path) -> None:
-    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    data = manifest.model_dump(mode="json")
+    if manifest.preprocessing.align == "none":
+        # Unaligned manifests stay byte-compatible with devices that predate alignment
+        # (their strict schema would reject the unknown keys).
+        for k in _ALIGN_KEYS:
+            data["preprocessing"].pop(k, None)
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def manifest_schema() -> dict[str, Any]:

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from device.aggregate import Aggregator
+from device.align import face_input
 from device.classify import Classifier, Mood
 from device.detect import Detections, FaceDetector
-from device.preprocess import frame_face_tensor, to_gray
+from device.preprocess import to_gray
 from device.track import Tracker
 
 STAGES = ("capture", "detect", "crop", "classify", "track", "aggregate", "publish")
@@ -65,8 +66,7 @@ class Pipeline:
         self.aggregator = aggregator
         self.sink = sink
         self.times = times or StageTimes()
-        pre = classifier.manifest.preprocessing
-        self._size, self._scale, self._shift = pre.size, pre.crop_scale, pre.crop_shift_y
+        self._pre = classifier.manifest.preprocessing
         self.windows_emitted = 0
         self.last_fps = 0.0
 
@@ -92,8 +92,9 @@ class Pipeline:
             return []
         t0 = time.perf_counter()
         gray = to_gray(frame)  # once per frame, not once per face
-        faces = [frame_face_tensor(gray, box, self._size, self._scale, self._shift)
-                 for box in dets.boxes]
+        lms = dets.landmarks
+        faces = [face_input(gray, box, None if lms is None else lms[i], self._pre)
+                 for i, box in enumerate(dets.boxes)]
         t1 = time.perf_counter()
         moods = [self.classifier.classify(f) for f in faces]
         t2 = time.perf_counter()

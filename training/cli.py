@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--name", default="moodcam-fer")
     f.add_argument("--version", help="model version (default: UTC timestamp)")
     f.add_argument("--no-augment", action="store_true")
+    f.add_argument("--align", choices=("none", "eyes"), default="none",
+                   help="'eyes': align faces on YuNet's eye landmarks (training and device)")
     f.add_argument("--export-now", action="store_true",
                    help="with --resume: export the best checkpoint so far, train no further")
 
@@ -77,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
                         " mirror image (to measure what averaging adds)")
     e.add_argument("--zoom-views", type=_floats,
                    help="views averaged per face, overriding the manifest's (e.g. 1.0)")
+    e.add_argument("--align", choices=("none", "eyes"),
+                   help="override the manifest's face alignment ('eyes' needs YuNet)")
+    e.add_argument("--align-eye-distance", type=float,
+                   help="with --align eyes: eye distance as a fraction of the side")
+    e.add_argument("--align-eye-y", type=float,
+                   help="with --align eyes: eyes' height as a fraction of the side")
+    e.add_argument("--landmark-cache", type=Path,
+                   help="with alignment: .npz file caching YuNet's landmarks per image")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     e.add_argument("--out", type=Path, help="also write the metrics JSON here")
     e.add_argument("--camera", action="store_true",
@@ -84,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                         " detector and crop too")
     e.add_argument("--crop-scales", type=_floats,
                    help="with --camera: compare these crop scales (e.g. 1.0,1.2,1.4)")
-    e.add_argument("--detector", type=Path, help="with --camera: YuNet .onnx")
+    e.add_argument("--detector", type=Path, help="YuNet .onnx (--camera, --align eyes)")
     e.add_argument("--limit", type=int, help="with --camera: evaluate this many faces")
 
     x = sub.add_parser("export", help="pack a model directory into a deployable bundle")
@@ -110,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--data", type=Path, required=True)
     m.add_argument("--detector", type=Path)
     m.add_argument("--limit", type=int, default=1500)
+    m.add_argument("--landmarks", action="store_true",
+                   help="also: how often YuNet gives landmarks, and the eye geometry")
     _validation_args(m)
     return p
 
@@ -134,7 +146,7 @@ def _fit(a: argparse.Namespace) -> int:
         crop_scale=a.crop_scale, crop_shift_y=a.crop_shift_y, key=a.key, name=a.name,
         version=a.version, augment=not a.no_augment,
         export_now=a.export_now, flip_average=not a.no_flip_average, zoom_views=a.zoom_views,
-        count_thresholds=not a.flat_threshold)
+        count_thresholds=not a.flat_threshold, align=a.align)
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
                         " choose a new --out")
@@ -171,7 +183,9 @@ def _evaluate(a: argparse.Namespace) -> int:
         print(json.dumps(cam) if a.json else format_camera(cam))
         return 0
     metrics = evaluate_model(a.model, a.data, a.split, a.runtime, a.min_confidence,
-                             False if a.no_flip_average else None, a.zoom_views)
+                             False if a.no_flip_average else None, a.zoom_views,
+                             a.align, a.align_eye_distance, a.align_eye_y, a.detector,
+                             a.landmark_cache)
     if a.out:
         write_metrics(metrics, a.out)
     print(json.dumps(metrics) if a.json else format_metrics(metrics))
@@ -191,6 +205,12 @@ def _framing(a: argparse.Namespace) -> int:
                                          "max_per_class": a.max_per_class})
     result = measure_framing(val.images, yunet, a.limit)
     result["split"] = VALIDATION
+    if a.landmarks:
+        from training.evaluate import landmarks_for
+        from training.landmarks import measure_geometry
+
+        sample = val.images[:a.limit]
+        result["align"] = measure_geometry(sample, landmarks_for(sample, yunet, None))
     print(json.dumps(result))
     return 0
 

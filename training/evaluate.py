@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from device.classify import Classifier
-from device.manifest import Manifest, load_manifest
+from device.manifest import Manifest, Preprocessing, load_manifest
 from device.preprocess import face_tensor
 from device.runtime import RuntimeName
 from training.data import VALIDATION, DataError, Split, load_splits, split_for
+from training.landmarks import aligned_tensors, found
 from training.metrics import evaluate_probs, threshold_text
 
 log = logging.getLogger(__name__)
@@ -33,17 +34,58 @@ def model_dir_of(model: Path) -> Path:
     raise FileNotFoundError(f"{model}: pass a model directory, its manifest.json or .tflite")
 
 
-def classify_faces(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
-    """Already-cropped faces (any size) -> N x labels probabilities, the device's way."""
-    probs = [clf.probabilities(face_tensor(im, clf.size)) for im in images]
+def classify_faces(clf: Classifier, images: list[np.ndarray],
+                   landmarks: np.ndarray | None = None,
+                   pre: Preprocessing | None = None) -> np.ndarray:
+    """Already-cropped faces (any size) -> N x labels probabilities, the device's way;
+    aligned on their landmarks when `pre` (default: the manifest's) aligns."""
+    if landmarks is None:
+        tensors = [face_tensor(im, clf.size) for im in images]
+    else:
+        tensors = aligned_tensors(images, landmarks, pre or clf.manifest.preprocessing)
+    probs = [clf.probabilities(t) for t in tensors]
     return np.stack(probs) if probs else np.zeros((0, len(clf.labels)), np.float32)
+
+
+def alignment_of(manifest: Manifest, align: str | None, eye_distance: float | None,
+                 eye_y: float | None) -> Preprocessing:
+    """The manifest's preprocessing with any alignment override from the command line."""
+    upd: dict[str, Any] = {}
+    if align is not None:
+        upd["align"] = align
+    if eye_distance is not None:
+        upd["align_eye_distance"] = eye_distance
+    if eye_y is not None:
+        upd["align_eye_y"] = eye_y
+    pre = manifest.preprocessing
+    return Preprocessing.model_validate({**pre.model_dump(), **upd}) if upd else pre
+
+
+def landmarks_for(images: list[np.ndarray], detector: Path | None,
+                  cache: Path | None) -> np.ndarray:
+    """YuNet's landmarks on each face (cached in `cache` when given)."""
+    from device.detect import find_yunet, make_detector
+    from training.landmarks import LandmarkCache
+
+    store = LandmarkCache(cache)
+    path = find_yunet(detector)
+    if path is None:
+        raise FileNotFoundError("aligning needs the YuNet model: pass --detector PATH")
+    lms = store.get(images, make_detector(path, "yunet"))
+    store.save()
+    return lms
 
 
 def evaluate_model(model: Path, data: Path, split: str | None = "test",
                    runtime: RuntimeName | None = None,
                    min_confidence: float | None = None,
                    flip_average: bool | None = None,
-                   zoom_views: Sequence[float] | None = None) -> dict[str, Any]:
+                   zoom_views: Sequence[float] | None = None, align: str | None = None,
+                   eye_distance: float | None = None, eye_y: float | None = None,
+                   detector: Path | None = None,
+                   landmark_cache: Path | None = None) -> dict[str, Any]:
+    """`align` ("none"/"eyes") and the eye geometry, when given, override the manifest's
+    (to measure what alignment does to a model)."""
     mdir = model_dir_of(model)
     manifest = load_manifest(mdir / "manifest.json")
     clf = Classifier(manifest, mdir / manifest.model_file, prefer=runtime,
@@ -60,8 +102,15 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
     else:
         raise DataError(f"{data} has splits {', '.join(sorted(splits))}; choose one with"
                         " --split")
-    probs = classify_faces(clf, chosen.images)
+    pre = alignment_of(manifest, align, eye_distance, eye_y)
+    lms = (landmarks_for(chosen.images, detector, landmark_cache) if pre.align == "eyes"
+           else None)
+    probs = classify_faces(clf, chosen.images, lms, pre)
     metrics = evaluate_probs(probs, chosen.emotions, manifest.labels, clf.thresholds)
+    if lms is not None:
+        metrics["align"] = {"align": pre.align, "eye_distance": pre.align_eye_distance,
+                            "eye_y": pre.align_eye_y,
+                            "landmarks_found": float(found(lms).mean())}
     metrics.update({"model": {"name": manifest.name, "version": manifest.version,
                               "sha256": manifest.model_sha256, "runtime": clf.runtime,
                               "flip_average": clf.flip_average,
@@ -96,6 +145,11 @@ def format_metrics(m: dict[str, Any]) -> str:
     lines = [f"model {m['model']['name']} {m['model']['version']} on {m['data']}"
              f" [{m['split']}], {m['images']} images, runtime {m['model']['runtime']}"
              + (f", {views}" if views else "")]
+    if "align" in m:
+        al = m["align"]
+        lines.append(f"aligned on the eyes (distance {al['eye_distance']}, height"
+                     f" {al['eye_y']}); YuNet landmarks on {al['landmarks_found']:.1%} of faces,"
+                     " the rest as cropped")
     if "happy_vs_sad" in m:
         hs = m["happy_vs_sad"]
         lines.append(f"happy-vs-sad accuracy: {hs['accuracy']:.2%} (n={hs['n']})")

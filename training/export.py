@@ -73,7 +73,9 @@ def build_manifest(model_dir: Path, *, name: str, version: str | None,
                    crop_shift_y: float, temperature: float, min_confidence: float,
                    label_thresholds: dict[str, float], flip_average: bool,
                    zoom_views: tuple[float, ...], metrics: dict[str, Any],
-                   training: dict[str, Any]) -> Manifest:
+                   training: dict[str, Any], align: dict[str, Any] | None = None
+                   ) -> Manifest:
+    """`align`: the eye geometry measured for `--align eyes` (None: no alignment)."""
     path = model_dir / "model.tflite"
     inp, out = tensor_specs(path)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -83,8 +85,11 @@ def build_manifest(model_dir: Path, *, name: str, version: str | None,
         input=inp, output=out, output_kind="logits", temperature=temperature,
         min_confidence=min_confidence, label_thresholds=label_thresholds,
         flip_average=flip_average, zoom_views=list(zoom_views),
-        preprocessing=Preprocessing(size=size, crop_scale=crop_scale,
-                                    crop_shift_y=crop_shift_y),
+        preprocessing=Preprocessing(
+            size=size, crop_scale=crop_scale, crop_shift_y=crop_shift_y,
+            **({} if not align else {"align": "eyes",
+                                     "align_eye_distance": align["align_eye_distance"],
+                                     "align_eye_y": align["align_eye_y"]})),
         model_file="model.tflite", model_sha256=sha256_file(path),
         model_bytes=path.stat().st_size, metrics=metrics, training=training)
     write_manifest(manifest, model_dir / "manifest.json")

@@ -57,6 +57,7 @@ class FitOptions:
     # ... and with zoomed views; None: the best of ZOOM_CANDIDATES on validation
     zoom_views: tuple[float, ...] | None = None
     count_thresholds: bool = True  # per-label thresholds for honest counts, else flat
+    align: str = "none"  # "eyes": align faces on YuNet's eye landmarks (device/align.py)
 
 
 @dataclass
@@ -76,7 +77,10 @@ class Prepared:
     val_images: list[np.ndarray] = field(default_factory=list)
 
 
-def prepare(opts: FitOptions) -> Prepared:
+def prepare(opts: FitOptions, detector: Path | None = None) -> Prepared:
+    """Load, select and split the data; with `align` "eyes", find YuNet's landmarks on
+    every face (cached in the run's landmarks.npz), measure FER's eye geometry on the
+    validation faces and align every face the device's way (plain crop where none)."""
     if opts.labels not in LABEL_SETS:
         raise ValueError(f"unknown label set {opts.labels!r}; choose {', '.join(LABEL_SETS)}")
     label_set = LABEL_SETS[opts.labels]
@@ -86,11 +90,43 @@ def prepare(opts: FitOptions) -> Prepared:
     train = splits["train"]
     sel = fit_selection(train, label_set, opts.seed, opts.val_fraction, opts.max_per_class)
     keep, y, tr, va = sel.keep, sel.y, sel.train, sel.val
-    x = to_array([train.images[i] for i in keep], opts.size)
+    images = [train.images[i] for i in keep]
     test = splits.get("test")
+    extra: dict[str, Any] = {}
+    if opts.align == "eyes":
+        x, extra = _aligned(opts, images, va, test.images if test else [], detector)
+    else:
+        x = to_array(images, opts.size)
     return Prepared(label_set, x[tr], y[tr], x[va], y[va],
                     test.images if test else [], test.emotions if test else [], report,
-                    val_images=[train.images[i] for i in keep[va]])
+                    extra, val_images=[images[i] for i in va])
+
+
+def _aligned(opts: FitOptions, images: list[np.ndarray], va: np.ndarray,
+             test_images: list[np.ndarray], detector: Path | None
+             ) -> tuple[np.ndarray, dict[str, Any]]:
+    from device.detect import find_yunet, make_detector
+    from device.manifest import Preprocessing
+    from training.landmarks import LandmarkCache, measure_geometry, to_aligned_array
+
+    path = find_yunet(detector)
+    if path is None:
+        raise ValueError("--align eyes needs the YuNet model: pass --detector PATH")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    cache = LandmarkCache(opts.out / "landmarks.npz")
+    det = make_detector(path, "yunet")
+    t0 = time.time()
+    lms = cache.get(images, det)
+    test_lms = cache.get(test_images, det)
+    cache.save()
+    geometry = measure_geometry([images[i] for i in va], lms[va])
+    log.info("landmarks in %.0f s; FER eye geometry on validation: %s", time.time() - t0,
+             geometry)
+    pre = Preprocessing(size=opts.size, align="eyes",
+                        align_eye_distance=geometry["align_eye_distance"],
+                        align_eye_y=geometry["align_eye_y"])
+    return to_aligned_array(images, lms, pre), {"align": geometry, "preprocessing": pre,
+                                                "test_landmarks": test_lms}
 
 
 class Checkpointer:

@@ -21,6 +21,7 @@ from training.evaluate import classify_faces, views_text, write_metrics
 from training.export import build_manifest, convert_int8, float_logits, write_golden
 from training.fit import ZOOM_CANDIDATES, FitOptions, Prepared, prepare, train
 from training.framing import measure_framing
+from training.landmarks import to_aligned_array
 from training.metrics import count_thresholds, ece, evaluate_probs, fit_temperature
 from training.report import (
     plot_confusion,
@@ -48,7 +49,7 @@ def find_yunet(explicit: Path | None) -> Path | None:
 
 def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     opts.out.mkdir(parents=True, exist_ok=True)
-    prep = prepare(opts)
+    prep = prepare(opts, detector)
     log.info("data: %s", json.dumps(prep.report.summary()))
     log.info("train %d, validation %d, test %d images; labels %s", len(prep.y_train),
              len(prep.y_val), len(prep.test_images), ",".join(prep.label_set))
@@ -74,15 +75,20 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     training_info = {"options": state.get("options", {}), "epochs": state["epoch"],
                      "best_epoch": state.get("best_epoch"), "wall_s": state.get("wall_s"),
                      "framing": framing, "data": prep.report.summary(),
+                     "align": prep.extra.get("align"),
                      "train_images": len(prep.y_train), "val_images": len(prep.y_val)}
     build_manifest(opts.out, name=opts.name, version=opts.version, labels=prep.label_set,
                    size=opts.size, crop_scale=framing["crop_scale"],
                    crop_shift_y=framing["crop_shift_y"], temperature=temperature,
                    min_confidence=opts.min_confidence, label_thresholds=label_thresholds,
                    flip_average=opts.flip_average,
-                   zoom_views=zoom_views, metrics={}, training=training_info)
+                   zoom_views=zoom_views, metrics={}, training=training_info,
+                   align=prep.extra.get("align"))
     clf = Classifier.from_dir(opts.out)
-    test_faces = to_array(prep.test_images, opts.size)
+    test_lms = prep.extra.get("test_landmarks")
+    pre = clf.manifest.preprocessing
+    test_faces = (to_array(prep.test_images, opts.size) if test_lms is None
+                  else to_aligned_array(prep.test_images, test_lms, pre))
     write_golden(opts.out, _golden_faces(prep, test_faces))
 
     # Without a test split, the held-out validation faces stand in (and the report says so).
@@ -90,7 +96,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     eval_images = prep.test_images or list(prep.x_val)
     eval_emotions = prep.test_emotions or [labels[i] for i in prep.y_val]
     eval_faces = test_faces if len(test_faces) else prep.x_val
-    probs = classify_faces(clf, eval_images)
+    probs = classify_faces(clf, eval_images, test_lms if prep.test_images else None)
     metrics = evaluate_probs(probs, eval_emotions, labels, clf.thresholds)
     metrics["split"] = split
     float_pred = float_logits(model, eval_faces, flip_average=opts.flip_average,

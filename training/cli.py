@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="one segment per entry, in order")
     d.add_argument("--seconds", type=float, default=10.0, help="seconds per segment")
 
+    r = sub.add_parser("rule", help="does a sad-vs-neutral bias in the decision rule raise"
+                                    " sad recall at equal precision? (on validation)")
+    r.add_argument("--model", type=Path, required=True)
+    r.add_argument("--data", type=Path, required=True)
+    r.add_argument("--split", default="validation",
+                   help="'validation' (the model's own held-out faces): choose only there")
+
     k = sub.add_parser("keygen", help="create an Ed25519 bundle-signing key")
     k.add_argument("--out", type=Path, required=True, help="private key file (mode 0600)")
 
@@ -215,6 +222,23 @@ def _framing(a: argparse.Namespace) -> int:
     return 0
 
 
+def _rule(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from device.classify import Classifier
+    from training.data import split_for
+    from training.decision import tune_rule
+    from training.evaluate import classify_faces, model_dir_of
+
+    clf = Classifier.from_dir(model_dir_of(a.model))
+    faces = split_for(a.data, a.split, clf.manifest.training.get("options") or {})
+    probs = classify_faces(clf, faces.images)
+    result = tune_rule(probs, faces.emotions, clf.labels, np.asarray(clf.thresholds))
+    result["split"] = a.split
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def _keygen(a: argparse.Namespace) -> int:
     if a.out.exists():
         raise DataError(f"{a.out} exists; refusing to overwrite a signing key")
@@ -260,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.cmd == "keygen":
             return _keygen(a)
+        if a.cmd == "rule":
+            return _rule(a)
         if a.cmd == "framing":
             return _framing(a)
     except (DataError, ManifestError, BundleError, ModelLoadError, RuntimeUnavailable,

@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--no-augment", action="store_true")
     f.add_argument("--align", choices=("none", "eyes"), default="none",
                    help="'eyes': align faces on YuNet's eye landmarks (training and device)")
+    f.add_argument("--label-smoothing", type=float, default=0.05)
+    f.add_argument("--mixup", type=float, default=0.0,
+                   help="mixup Beta(a, a) on training batches (e.g. 0.2); 0 = off")
+    f.add_argument("--teacher", type=Path,
+                   help="a finished fit run (same size, labels, align) to distil from")
+    f.add_argument("--distill-alpha", type=float, default=0.5,
+                   help="with --teacher: weight of the label loss (rest: the teacher's)")
+    f.add_argument("--distill-temperature", type=float, default=4.0)
     f.add_argument("--export-now", action="store_true",
                    help="with --resume: export the best checkpoint so far, train no further")
 
@@ -119,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--split", default="validation",
                    help="'validation' (the model's own held-out faces): choose only there")
 
+    b = sub.add_parser("budget", help="int8 size and invoke time of untrained architectures")
+    b.add_argument("--arch", choices=("minixception", "mobilenetv2"), default="minixception")
+    b.add_argument("--size", type=int, default=64)
+    b.add_argument("--widths", type=_floats, default=(1.0, 1.5, 2.0, 2.5),
+                   help="width multipliers; the first is the reference for the ratio")
+    b.add_argument("--json", action="store_true")
+
     k = sub.add_parser("keygen", help="create an Ed25519 bundle-signing key")
     k.add_argument("--out", type=Path, required=True, help="private key file (mode 0600)")
 
@@ -153,7 +168,9 @@ def _fit(a: argparse.Namespace) -> int:
         crop_scale=a.crop_scale, crop_shift_y=a.crop_shift_y, key=a.key, name=a.name,
         version=a.version, augment=not a.no_augment,
         export_now=a.export_now, flip_average=not a.no_flip_average, zoom_views=a.zoom_views,
-        count_thresholds=not a.flat_threshold, align=a.align)
+        count_thresholds=not a.flat_threshold, align=a.align,
+        label_smoothing=a.label_smoothing, mixup=a.mixup, teacher=a.teacher,
+        distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature)
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
                         " choose a new --out")
@@ -286,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             return _keygen(a)
         if a.cmd == "rule":
             return _rule(a)
+        if a.cmd == "budget":
+            from training.budget import format_budget, measure
+
+            rows = measure(a.arch, a.size, list(a.widths))
+            print(json.dumps(rows) if a.json else format_budget(rows))
+            return 0
         if a.cmd == "framing":
             return _framing(a)
     except (DataError, ManifestError, BundleError, ModelLoadError, RuntimeUnavailable,

@@ -58,6 +58,11 @@ class FitOptions:
     zoom_views: tuple[float, ...] | None = None
     count_thresholds: bool = True  # per-label thresholds for honest counts, else flat
     align: str = "none"  # "eyes": align faces on YuNet's eye landmarks (device/align.py)
+    label_smoothing: float = 0.05
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of training batches; 0 = off
+    teacher: Path | None = None  # a finished fit run to distil from
+    distill_alpha: float = 0.5  # weight of the label loss; the rest is the teacher's
+    distill_temperature: float = 4.0
 
 
 @dataclass
@@ -160,7 +165,9 @@ class Checkpointer:
 
 def _dataset(tf: Any, x: np.ndarray, y: np.ndarray, n_classes: int, batch: int,
              weights: dict[int, float] | None, aug: AugmentConfig | None, seed: int,
-             shuffle: bool) -> Any:
+             shuffle: bool, mixup_alpha: float = 0.0, teacher: Any = None) -> Any:
+    """Batches of (face, target, weight); the target is the one-hot label (mixed with
+    mixup), followed by the teacher's logits on the same augmented face when distilling."""
     w = np.ones(len(y), np.float32) if weights is None else np.array(
         [weights[int(c)] for c in y], np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, y, w))
@@ -172,18 +179,33 @@ def _dataset(tf: Any, x: np.ndarray, y: np.ndarray, n_classes: int, batch: int,
         xf = tf.cast(xb, tf.float32)[..., None] / 255.0
         if aug is not None:
             xf = augment_batch(xf, aug)
-        return xf, tf.one_hot(yb, n_classes), wb
+        target = tf.one_hot(yb, n_classes)
+        if mixup_alpha > 0:
+            from training.distill import mixup
+
+            xf, target, wb = mixup(tf, xf, target, wb, mixup_alpha)
+        if teacher is not None:
+            target = tf.concat([target, teacher(xf, training=False)], axis=-1)
+        return xf, target, wb
 
     return ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def _compile(keras: Any, model: Any, lr: float, steps: int) -> None:
+def _compile(keras: Any, model: Any, lr: float, steps: int, label_smoothing: float = 0.05,
+             distill: Any = None) -> None:
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=lr * 0.1, decay_steps=steps, warmup_target=lr,
         warmup_steps=max(1, steps // 40), alpha=0.01)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4)
+    if distill is not None:
+        from training.distill import packed_accuracy
+
+        model.compile(optimizer=optimizer, loss=distill, metrics=[packed_accuracy])
+        return
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.05),
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
 
 
@@ -192,6 +214,7 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     import keras
     import tensorflow as tf
 
+    from training.distill import DistillLoss, load_teacher
     from training.models import build
 
     keras.utils.set_random_seed(opts.seed)
@@ -206,13 +229,18 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
         if opts.resume:
             log.warning("--resume: no checkpoint in %s, starting from scratch", opts.out)
         model = build(opts.arch, opts.size, n, opts.width)
-        _compile(keras, model, opts.lr, steps)
+        loss = (DistillLoss(n, opts.distill_alpha, opts.distill_temperature,
+                            opts.label_smoothing) if opts.teacher else None)
+        _compile(keras, model, opts.lr, steps, opts.label_smoothing, loss)
         state = {"epoch": 0, "history": {}, "best_val_loss": None, "options": _jsonable(opts)}
     weights = class_weights(prep.y_train, n)
     aug = AugmentConfig() if opts.augment else None
+    teacher = (load_teacher(opts.teacher, opts.size, opts.labels, opts.align)
+               if opts.teacher else None)
     ds_train = _dataset(tf, prep.x_train, prep.y_train, n, opts.batch, weights, aug,
-                        opts.seed, True)
-    ds_val = _dataset(tf, prep.x_val, prep.y_val, n, 256, None, None, opts.seed, False)
+                        opts.seed, True, opts.mixup, teacher)
+    ds_val = _dataset(tf, prep.x_val, prep.y_val, n, 256, None, None, opts.seed, False,
+                      teacher=teacher)
 
     class _Save(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:

@@ -1,0 +1,88 @@
+"""Knowledge distillation and mixup for `fit`.
+
+A larger float teacher (a finished `fit` run, e.g. mini-Xception at width 3) is run on
+every augmented training batch inside the data pipeline; its logits travel packed beside
+the one-hot labels (`y = [one_hot | teacher logits]`), and the student's loss is
+alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T) (Hinton et al. 2015).
+The loss and the metric are registered Keras objects, so a distilling run's checkpoint
+resumes like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="moodcam")
+class DistillLoss(keras.losses.Loss):
+    def __init__(self, n_classes: int, alpha: float = 0.5, temperature: float = 4.0,
+                 label_smoothing: float = 0.05, **kwargs: Any) -> None:
+        kwargs.setdefault("name", "distill")
+        super().__init__(**kwargs)
+        self.n_classes = int(n_classes)
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        n = self.n_classes
+        labels, teacher = y_true[:, :n], y_true[:, n:]
+        ce = keras.losses.categorical_crossentropy(
+            labels, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
+        t = self.temperature
+        p_teacher = ops.softmax(teacher / t, axis=-1)
+        kd = ops.sum(p_teacher * (ops.log(ops.clip(p_teacher, 1e-8, 1.0))
+                                  - ops.log_softmax(y_pred / t, axis=-1)), axis=-1)
+        return self.alpha * ce + (1.0 - self.alpha) * (t * t) * kd
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_classes": self.n_classes, "alpha": self.alpha,
+                "temperature": self.temperature, "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="moodcam")
+def packed_accuracy(y_true: Any, y_pred: Any) -> Any:
+    """Accuracy against the one-hot part of a packed target."""
+    k = ops.shape(y_pred)[-1]
+    return ops.cast(ops.equal(ops.argmax(y_true[:, :k], axis=-1),
+                              ops.argmax(y_pred, axis=-1)), "float32")
+
+
+def load_teacher(run_dir: Path, size: int, labels: str, align: str) -> Any:
+    """The best weights of a finished `fit` run, checked to see faces as the student does."""
+    ck = run_dir / "checkpoint"
+    state_path, model_path = ck / "state.json", ck / "last.keras"
+    if not (state_path.exists() and model_path.exists()):
+        raise ValueError(f"--teacher {run_dir}: not a fit run (no checkpoint/last.keras)")
+    opts = json.loads(state_path.read_text()).get("options", {})
+    mine = {"size": size, "labels": labels, "align": align}
+    theirs = {"size": opts.get("size"), "labels": opts.get("labels"),
+              "align": opts.get("align", "none")}
+    if mine != theirs:
+        raise ValueError(f"--teacher {run_dir} was trained with {theirs}; the student uses"
+                         f" {mine}: they must see the same faces")
+    model = keras.models.load_model(model_path, compile=False)
+    if (ck / "best.weights.h5").exists():
+        model.load_weights(ck / "best.weights.h5")
+    model.trainable = False
+    return model
+
+
+def mixup(tf: Any, x: Any, y: Any, w: Any, alpha: float) -> tuple[Any, Any, Any]:
+    """Mix each batch with a shuffled copy of itself (Zhang et al. 2018); lambda ~ Beta."""
+    b = tf.shape(x)[0]
+    g1 = tf.random.gamma((b,), alpha)
+    g2 = tf.random.gamma((b,), alpha)
+    lam = g1 / (g1 + g2 + 1e-12)
+    perm = tf.random.shuffle(tf.range(b))
+    lx = tf.reshape(lam, (-1, 1, 1, 1))
+    ly = tf.reshape(lam, (-1, 1))
+    x = lx * x + (1.0 - lx) * tf.gather(x, perm)
+    y = ly * y + (1.0 - ly) * tf.gather(y, perm)
+    w = lam * w + (1.0 - lam) * tf.gather(w, perm)
+    return x, y, w

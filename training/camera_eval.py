@@ -16,10 +16,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device.align import face_input
 from device.classify import Classifier
 from device.detect import make_detector
 from device.manifest import load_manifest
-from device.preprocess import frame_face_tensor
+from device.preprocess import to_gray
 from training.data import load_splits
 from training.evaluate import fit_validation, model_dir_of
 from training.metrics import evaluate_probs
@@ -72,11 +73,15 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
         if len(dets) == 0:
             missed += 1
             continue
-        box = dets.boxes[int(np.argmax(dets.scores))]
+        best = int(np.argmax(dets.scores))
+        box = dets.boxes[best]
+        lm = None if dets.landmarks is None else dets.landmarks[best]
         emotions.append(test.emotions[i])
+        gray = to_gray(frame)
         for s in scales:
-            face = frame_face_tensor(frame, box, clf.size, s, manifest.preprocessing.crop_shift_y)
-            probs[s].append(clf.probabilities(face))
+            # The daemon's own crop (device/align.py): aligned when the manifest says so.
+            pre = manifest.preprocessing.model_copy(update={"crop_scale": s})
+            probs[s].append(clf.probabilities(face_input(gray, box, lm, pre)))
     out: dict[str, Any] = {"images": len(idx), "detected": len(emotions), "split": split,
                            "detection_rate": len(emotions) / max(1, len(idx)),
                            "detector": detector.describe(), "by_crop_scale": {}}

@@ -132,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=64)
     b.add_argument("--widths", type=_floats, default=(1.0, 1.5, 2.0, 2.5),
                    help="width multipliers; the first is the reference for the ratio")
+    b.add_argument("--train-steps", type=int, default=0,
+                   help="also time this many training steps (batch 64) per width")
     b.add_argument("--json", action="store_true")
 
     k = sub.add_parser("keygen", help="create an Ed25519 bundle-signing key")
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "budget":
             from training.budget import format_budget, measure
 
-            rows = measure(a.arch, a.size, list(a.widths))
+            rows = measure(a.arch, a.size, list(a.widths), train_steps=a.train_steps)
             print(json.dumps(rows) if a.json else format_budget(rows))
             return 0
         if a.cmd == "framing":

@@ -130,7 +130,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "data_report": prep.report.summary(), "labels": labels, "arch": opts.arch,
            "width": opts.width, "size": opts.size, "val_fraction": opts.val_fraction,
            "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
-           "best_epoch": state.get("best_epoch"),
+           "best_epoch": state.get("best_epoch"), "align": prep.extra.get("align"),
            "views": views_text({"flip_average": opts.flip_average,
                                 "zoom_views": list(zoom_views)})}
     write_report(opts.out, ctx)

@@ -126,7 +126,7 @@ def write_report(run: Path, ctx: dict[str, Any]) -> Path:
               f"- int8 vs float agreement on test labels: {ctx['agreement']:.2%}",
               f"- model size: {ctx['model_bytes']:,} bytes; sha256 `{ctx['sha256']}`",
               f"- crop framing: scale {ctx['crop_scale']}, shift_y {ctx['crop_shift_y']}"
-              f" ({ctx['framing_source']})", "",
+              f" ({ctx['framing_source']})", *_align_lines(ctx.get("align")), "",
               "## Data", "", "```", _dict_lines(ctx["data_report"]), "```", ""]
     path = run / "report.md"
     path.write_text("\n".join(lines))
@@ -184,3 +184,12 @@ shifts, zoom, rotation, brightness, contrast, gamma, blur/sharpen, noise, down-u
     path = run / "MODEL_CARD.md"
     path.write_text(text)
     return path
+
+
+def _align_lines(align: dict[str, Any] | None) -> list[str]:
+    if not align:
+        return []
+    return [f"- face alignment: eyes level, {align['align_eye_distance']} of the side apart,"
+            f" {align['align_eye_y']} from the top (medians on validation); YuNet landmarks"
+            f" on {align['found_rate']:.1%} of validation faces, the rest as cropped"]
+

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--no-augment", action="store_true")
     f.add_argument("--align", choices=("none", "eyes"), default="none",
                    help="'eyes': align faces on YuNet's eye landmarks (training and device)")
+    f.add_argument("--landmark-cache", type=Path,
+                   help="with --align eyes: landmarks .npz shared between runs"
+                        " (default: the run directory's landmarks.npz)")
     f.add_argument("--label-smoothing", type=float, default=0.05)
     f.add_argument("--mixup", type=float, default=0.0,
                    help="mixup Beta(a, a) on training batches (e.g. 0.2); 0 = off")
@@ -171,6 +174,7 @@ def _fit(a: argparse.Namespace) -> int:
         version=a.version, augment=not a.no_augment,
         export_now=a.export_now, flip_average=not a.no_flip_average, zoom_views=a.zoom_views,
         count_thresholds=not a.flat_threshold, align=a.align,
+        landmark_cache=a.landmark_cache,
         label_smoothing=a.label_smoothing, mixup=a.mixup, teacher=a.teacher,
         distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature)
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:

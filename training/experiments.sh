@@ -6,6 +6,9 @@
 #   bash training/experiments.sh issue13   # default: the sad-recall runs (issue 13)
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
+# EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
+#   RUNS=/tmp/smoke EXTRA="--max-per-class 60 --epochs 1" bash training/experiments.sh
+#
 # issue13 runs one after another, in priority order: TensorFlow already uses both cores,
 # so two lanes side by side finish no sooner in total and each result comes later. Every
 # choice (views, thresholds, framing, alignment geometry) is made on fit's validation set;
@@ -18,26 +21,30 @@ mkdir -p "$RUNS"
 run() {
   local out=$1; shift
   echo "=== $(date -u +%FT%TZ) start $out $*"
-  .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@"
+  # shellcheck disable=SC2086  # EXTRA is a list of options
+  .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" ${EXTRA:-}
   echo "=== $(date -u +%FT%TZ) end $out exit $?"
 }
 
 issue13() {
+  # Aligned runs share one landmark cache: YuNet runs once over the 35k faces.
+  local lm=(--landmark-cache "$RUNS/landmarks.npz")
   # (a) The shipped recipe with faces aligned on YuNet's eyes: alignment's effect alone.
   #     ~50 x 80 s = ~67 min (+ ~5 min of landmarks once; cached in the run directory).
-  run hsno-64-eyes --labels hsno --size 64 --align eyes --epochs 50 \
+  run hsno-64-eyes --labels hsno --size 64 --align eyes "${lm[@]}" --epochs 50 \
     --version 2026.12-hsno64-eyes
   # (b) Wider mini-Xception, inside 700 KB int8; mirror-only views (--zoom-views 1.0: two
   #     invokes per face) so invoke x views stays <= 1.5 ms on one core. Alignment as (a);
   #     set ALIGN_B=none if (a) lost to the shipped model on validation.
   run hsno-64-w2 --labels hsno --size 64 --width 2 --zoom-views 1.0 \
-    --align "${ALIGN_B:-eyes}" --epochs 50 --mixup 0.2 --version 2026.12-hsno64-w2
+    --align "${ALIGN_B:-eyes}" "${lm[@]}" --epochs 50 --mixup 0.2 \
+    --version 2026.12-hsno64-w2
   # (c) Distillation: a float teacher three times as wide (no size budget: it never
   #     ships), then a width-2 student trained on its softened logits.
-  run teacher-w3 --labels hsno --size 64 --width 3 --align "${ALIGN_B:-eyes}" \
+  run teacher-w3 --labels hsno --size 64 --width 3 --align "${ALIGN_B:-eyes}" "${lm[@]}" \
     --epochs 40 --version 2026.12-teacher-w3
   run hsno-64-w2-kd --labels hsno --size 64 --width 2 --zoom-views 1.0 \
-    --align "${ALIGN_B:-eyes}" --epochs 50 --teacher "$RUNS/teacher-w3" \
+    --align "${ALIGN_B:-eyes}" "${lm[@]}" --epochs 50 --teacher "$RUNS/teacher-w3" \
     --distill-alpha 0.5 --distill-temperature 4 --version 2026.12-hsno64-w2-kd
 }
 

@@ -58,6 +58,7 @@ class FitOptions:
     zoom_views: tuple[float, ...] | None = None
     count_thresholds: bool = True  # per-label thresholds for honest counts, else flat
     align: str = "none"  # "eyes": align faces on YuNet's eye landmarks (device/align.py)
+    landmark_cache: Path | None = None  # with align: landmarks file (default: run dir)
     label_smoothing: float = 0.05
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of training batches; 0 = off
     teacher: Path | None = None  # a finished fit run to distil from
@@ -118,7 +119,7 @@ def _aligned(opts: FitOptions, images: list[np.ndarray], va: np.ndarray,
     if path is None:
         raise ValueError("--align eyes needs the YuNet model: pass --detector PATH")
     opts.out.mkdir(parents=True, exist_ok=True)
-    cache = LandmarkCache(opts.out / "landmarks.npz")
+    cache = LandmarkCache(opts.landmark_cache or opts.out / "landmarks.npz")
     det = make_detector(path, "yunet")
     t0 = time.time()
     lms = cache.get(images, det)

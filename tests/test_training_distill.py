@@ -88,6 +88,9 @@ def test_a_distilling_run_trains_exports_and_resumes(tmp_path: Path) -> None:
     assert "resuming" in p.stderr
     state = json.loads((student / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
+    # Resuming without the teacher the checkpoint's loss expects is refused, clearly.
+    p = _fit(data, student, "--epochs", "3", "--resume")
+    assert p.returncode == 2 and "same --teacher" in p.stderr and "Traceback" not in p.stderr
     # A teacher that sees other faces (another input size) is refused, clearly.
     p = _fit(data, tmp_path / "bad", "--epochs", "1", "--teacher", str(teacher),
              "--size", "48")

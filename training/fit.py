@@ -224,6 +224,11 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     state = ck.load_state() if opts.resume else None
     steps = opts.epochs * int(np.ceil(len(prep.y_train) / opts.batch))
     if state is not None:
+        was = state.get("options", {}).get("teacher")
+        if was != (str(opts.teacher) if opts.teacher else None):
+            # The checkpoint's loss expects (or lacks) the teacher's logits in its targets.
+            raise ValueError(f"{opts.out} was trained with --teacher {was}; resume it with"
+                             " the same --teacher")
         model = keras.models.load_model(ck.model_path)
         log.info("resuming %s from epoch %d", opts.out, state["epoch"])
     else:

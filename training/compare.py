@@ -42,7 +42,9 @@ def run_row(run: Path) -> dict[str, str]:
         "labels": ",".join(man.labels),
         "model": f"{arch}{'' if width == 1.0 else f' x{width:g}'} {man.size}px"
                  + (" + mirror" if man.flip_average else "")
-                 + "".join(f" + {z:g} zoom" for z in man.zoom_views if z != 1.0),
+                 + "".join(f" + {z:g} zoom" for z in man.zoom_views if z != 1.0)
+                 + (" + eyes aligned" if man.preprocessing.align == "eyes" else "")
+                 + (" + distilled" if opts.get("teacher") else ""),
         "epochs": f"best {man.training.get('best_epoch')} of "
                   f"{man.training.get('epochs')}/{opts.get('epochs', '?')}",
         "happy-vs-sad": _pct(m.get("happy_vs_sad", {}).get("accuracy")),

@@ -88,6 +88,7 @@ def test_a_distilling_run_trains_exports_and_resumes(tmp_path: Path) -> None:
     assert "resuming" in p.stderr
     state = json.loads((student / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
+    assert len(state["history"]["val_acc"]) == 2  # the curves' key, as in plain runs
     # Resuming without the teacher the checkpoint's loss expects is refused, clearly.
     p = _fit(data, student, "--epochs", "3", "--resume")
     assert p.returncode == 2 and "same --teacher" in p.stderr and "Traceback" not in p.stderr

@@ -201,7 +201,9 @@ def _compile(keras: Any, model: Any, lr: float, steps: int, label_smoothing: flo
     if distill is not None:
         from training.distill import packed_accuracy
 
-        model.compile(optimizer=optimizer, loss=distill, metrics=[packed_accuracy])
+        # Named "acc" like the plain runs' metric, so curves and reports read the same key.
+        model.compile(optimizer=optimizer, loss=distill,
+                      metrics=[keras.metrics.MeanMetricWrapper(packed_accuracy, name="acc")])
         return
     model.compile(
         optimizer=optimizer,

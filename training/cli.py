@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --align eyes: eye distance as a fraction of the side")
     e.add_argument("--align-eye-y", type=float,
                    help="with --align eyes: eyes' height as a fraction of the side")
+    e.add_argument("--tilt", type=float, default=0.0,
+                   help="roll each face by a seeded random angle within +-DEG first")
     e.add_argument("--landmark-cache", type=Path,
                    help="with alignment: .npz file caching YuNet's landmarks per image")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
@@ -215,7 +217,7 @@ def _evaluate(a: argparse.Namespace) -> int:
     metrics = evaluate_model(a.model, a.data, a.split, a.runtime, a.min_confidence,
                              False if a.no_flip_average else None, a.zoom_views,
                              a.align, a.align_eye_distance, a.align_eye_y, a.detector,
-                             a.landmark_cache)
+                             a.landmark_cache, a.tilt)
     if a.out:
         write_metrics(metrics, a.out)
     print(json.dumps(metrics) if a.json else format_metrics(metrics))

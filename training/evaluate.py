@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from device.classify import Classifier
@@ -83,9 +84,10 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
                    zoom_views: Sequence[float] | None = None, align: str | None = None,
                    eye_distance: float | None = None, eye_y: float | None = None,
                    detector: Path | None = None,
-                   landmark_cache: Path | None = None) -> dict[str, Any]:
+                   landmark_cache: Path | None = None, tilt: float = 0.0) -> dict[str, Any]:
     """`align` ("none"/"eyes") and the eye geometry, when given, override the manifest's
-    (to measure what alignment does to a model)."""
+    (to measure what alignment does to a model); `tilt` rolls each face by a seeded random
+    angle within +-tilt degrees first (a viewer's tilted head)."""
     mdir = model_dir_of(model)
     manifest = load_manifest(mdir / "manifest.json")
     clf = Classifier(manifest, mdir / manifest.model_file, prefer=runtime,
@@ -103,9 +105,10 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
         raise DataError(f"{data} has splits {', '.join(sorted(splits))}; choose one with"
                         " --split")
     pre = alignment_of(manifest, align, eye_distance, eye_y)
-    lms = (landmarks_for(chosen.images, detector, landmark_cache) if pre.align == "eyes"
+    images = tilted(chosen.images, tilt) if tilt else chosen.images
+    lms = (landmarks_for(images, detector, landmark_cache) if pre.align == "eyes"
            else None)
-    probs = classify_faces(clf, chosen.images, lms, pre)
+    probs = classify_faces(clf, images, lms, pre)
     metrics = evaluate_probs(probs, chosen.emotions, manifest.labels, clf.thresholds)
     if lms is not None:
         metrics["align"] = {"align": pre.align, "eye_distance": pre.align_eye_distance,
@@ -115,10 +118,24 @@ def evaluate_model(model: Path, data: Path, split: str | None = "test",
                               "sha256": manifest.model_sha256, "runtime": clf.runtime,
                               "flip_average": clf.flip_average,
                               "zoom_views": list(clf.zoom_views)},
-                    "data": str(data), "split": split,
+                    "data": str(data), "split": split, "tilt_deg": tilt,
                     "skipped": {"unreadable": len(report.unreadable),
                                 "near_blank": len(report.near_blank)}})
     return metrics
+
+
+def tilted(images: list[np.ndarray], degrees: float, seed: int = 0) -> list[np.ndarray]:
+    """Each face rolled about its centre by a uniform random angle in +-degrees (edges
+    replicated, as the device's crop does)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for im in images:
+        h, w = im.shape[:2]
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2),
+                                    float(rng.uniform(-degrees, degrees)), 1.0)
+        out.append(cv2.warpAffine(im, m, (w, h), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE))
+    return out
 
 
 def fit_validation(data: Path, split: str | None, manifest: Manifest) -> Split | None:

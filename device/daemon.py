@@ -172,7 +172,7 @@ class Daemon:
         self.pipeline.set_clock(now, self._offset(), synced)
         if became_synced:
             log.info("wall clock synchronised (%s)", self.clock_source)
-        if became_synced or self._held_check + 5.0 <= now:
+        if became_synced or self._held_check + min(5.0, self.cfg.clock.hold_unsynced_s) <= now:
             self._held_check = now
             self.store.release_held(synced, self._offset())
         self.store.retry()

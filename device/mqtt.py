@@ -173,7 +173,12 @@ class MqttPublisher:
                  self.client_id, self.topics.base)
 
     def submit_window(self, payload: dict[str, Any]) -> int:
-        """Spool a finished window (durably), then publish it when possible; return its seq."""
+        """Spool a finished window (durably), then publish it when possible; return its seq.
+        A payload without "seq" is numbered from the spool here (stream, seq, window_id)."""
+        if "seq" not in payload:
+            seq, stream = self.spool.allocate(), self.spool.stream
+            payload = {**payload, "seq": seq, "stream": stream,
+                       "window_id": f"{payload['device_id']}/{stream}/{seq}"}
         seq = self.spool.put(payload)
         self._wake.set()
         return seq

@@ -237,11 +237,14 @@ class Spool:
         """
         try:
             validate_mood(payload)
+            try:
+                text = _dumps(payload)
+            except ValueError as e:  # NaN or infinity: valid to the schema, not JSON
+                raise PayloadError(f"invalid mood payload: {e}") from None
         except PayloadError as e:
             self._reject(payload, e)
             raise
         seq = int(payload["seq"])
-        text = _dumps(payload)
 
         def tx(db: sqlite3.Connection) -> int:
             db.execute(

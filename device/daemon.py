@@ -229,9 +229,14 @@ class Daemon:
     def _status_line(self) -> str:
         g = self.grabber
         assert g is not None and self.pipeline is not None
-        return (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
+        line = (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
                 f"viewers now, {self.pipeline.windows_emitted} windows, spool "
                 f"{self.store.counts()['depth'] if self.store else 0}")
+        if self.store is not None and self.store.fault:
+            self.faults["spool"] = self.store.fault
+        if self.faults:  # `systemctl status` shows it
+            line += "; faults: " + "; ".join(f"{k}: {v}" for k, v in self.faults.items())
+        return line
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> int:

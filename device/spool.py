@@ -92,6 +92,10 @@ class Spool:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            # A short WAL, truncated after each checkpoint: on a small SD partition the
+            # log of a few windows' commits must not be what fills the disk.
+            db.execute("PRAGMA wal_autocheckpoint=16")
+            db.execute("PRAGMA journal_size_limit=0")
             row = db.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {row}")
@@ -351,6 +355,11 @@ class Spool:
             self._tx(lambda db: db.executemany(
                 "UPDATE windows SET payload = ?, held = 0 WHERE seq = ?", changed))
         return len(changed)
+
+    def compact(self) -> None:
+        """Fold the write-ahead log into the database and truncate it: on a small file
+        system a grown WAL alone can fill the disk."""
+        self._run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
     # --- counters ---
 

@@ -56,11 +56,11 @@ class WindowStore:
 
     # -- faults ----------------------------------------------------------------
     def _failed(self, what: str, e: BaseException) -> None:
-        msg = f"{what}: {one_line(e)}"
-        if msg != self.fault:
-            log.error("spool %s: %s; windows wait in memory (%d) and are retried",
-                      self.spool.path, msg, len(self._queue))
-        self.fault = msg
+        cause = one_line(e)  # the status says the cause; the log line also says what
+        if cause != self.fault:
+            log.error("spool %s: %s: %s; windows wait in memory (%d) and are retried",
+                      self.spool.path, what, cause, len(self._queue))
+        self.fault = cause
 
     def _ok(self) -> None:
         if self.fault is not None:
@@ -142,6 +142,8 @@ class WindowStore:
             return
         self._last_retry = now
         try:
+            if self.fault is not None:
+                self.spool.compact()  # a full disk: the WAL may be what fills it
             if self._unrecorded:
                 self.spool.reserve_through(self._last_seq)
                 self._unrecorded = False

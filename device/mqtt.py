@@ -2,7 +2,7 @@
 
 Delivery rule: a window goes to the spool first and leaves it only when the broker's
 PUBACK for it arrives, so an outage of any length (or a restart) loses nothing; a
-subscriber may see a window twice and drops the copy by (device_id, seq).
+subscriber may see a window twice and drops the copy by window_id.
 
 Threads: paho's network thread runs the callbacks; one worker thread of ours does every
 `mood` publish and every spool ack. Callbacks never take a lock that is held around a

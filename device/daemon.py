@@ -363,7 +363,7 @@ class Daemon:
         old, p = self.cfg, self.pipeline
         assert p is not None and self.grabber is not None
         cfg = load_config(self.config_path) if self.config_path else old
-        for key in ("device_id", "mqtt", "spool"):
+        for key in ("device_id", "mqtt", "spool", "clock"):
             if getattr(cfg, key) != getattr(old, key):
                 log.warning("reload: %s changed; that takes a restart "
                             "(systemctl restart moodcam), keeping the old value", key)

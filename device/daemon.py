@@ -117,12 +117,9 @@ class Daemon:
             self.spool = Spool(cfg.spool.path, cfg.spool.max_windows)
             self.store = WindowStore(self.spool, self.boot, cfg.clock.hold_unsynced_s,
                                      self.clock.monotonic, self._wake_publisher)
-            recovered = self.spool.recover()
         except Exception as e:  # sqlite3 and OS errors: unwritable dir, locked file
             raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
-        if recovered:
-            log.warning("recovered %d window(s) from the last checkpoint of a run that "
-                        "died (seq %s)", len(recovered), ", ".join(map(str, recovered)))
+        self.store.recover()  # a full disk is a fault, not a reason to exit
         # Windows held by an earlier boot can never be restamped: publish them flagged.
         self.store.release_held(self.synced, self._offset())
 

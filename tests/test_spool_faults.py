@@ -64,6 +64,22 @@ def test_a_failing_spool_queues_windows_and_numbers_in_memory(
         assert ws.allocate() == 5 and spool.next_seq() == 6  # numbers were recorded
 
 
+def test_a_checkpoint_not_yet_recovered_is_never_overwritten(tmp_path: Path) -> None:
+    """The disk is full at start: the last run's checkpoint cannot be spooled yet, so the
+    next checkpoint must not replace it; it is recovered once the spool writes again."""
+    with Spool(tmp_path / "s.sqlite") as spool:
+        w = samples.numbered(samples.mood(), spool.allocate(), spool.stream)
+        spool.checkpoint([({**w, "recovered": True}, None)])
+    with Spool(tmp_path / "s.sqlite") as spool:
+        ws = store(spool)
+        fail(spool, "INSERT", "windows")
+        assert ws.recover() == [] and ws.fault == "database or disk is full"
+        ws.checkpoint([])
+        heal(spool)
+        ws.checkpoint([])
+        assert [(q, p["recovered"]) for q, p in spool.pending()] == [(1, True)]
+
+
 def test_an_invalid_window_is_rejected_not_fatal(tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     with Spool(tmp_path / "s.sqlite") as spool:

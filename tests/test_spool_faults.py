@@ -80,6 +80,44 @@ def test_a_checkpoint_not_yet_recovered_is_never_overwritten(tmp_path: Path) -> 
         assert [(q, p["recovered"]) for q, p in spool.pending()] == [(1, True)]
 
 
+def test_status_names_the_spool_fault_and_clears_it(model_dir: Path, tmp_path: Path) -> None:
+    """The retained status (status/2) says degraded with the real cause while the spool
+    cannot write, and is healthy again once it can."""
+    from device.daemon import Daemon
+    from device.payloads import validate_status
+
+    cfg = parse_config({"device_id": DEV, "camera": {"source": "sample"},
+                        "model": {"dir": str(model_dir)},
+                        "spool": {"path": str(tmp_path / "spool.sqlite")},
+                        "mqtt": {"enabled": False}, "clock": {"trust": "always"}})
+    d = Daemon(cfg)
+    d.start()
+    try:
+        assert d.grabber is not None and d.pipeline is not None and d.spool is not None
+        frame = None
+        while frame is None:
+            frame = d.grabber.get(timeout=1.0)
+        d.pipeline.process(frame.image, frame.ts)
+        fail(d.spool, "INSERT", "windows")
+        d.pipeline.close(d.clock.monotonic())  # the window closes: it cannot be spooled
+        d._tick_clock(d.clock.monotonic())
+        s = d.status()
+        validate_status(s)
+        assert s["state"] == "degraded"
+        assert s["faults"] == {"spool": "database or disk is full"}
+        assert s["spool"]["depth"] == 1  # waiting in memory
+        heal(d.spool)
+        assert d.store is not None
+        d.store.retry(force=True)
+        d._tick_clock(d.clock.monotonic())
+        s = d.status()
+        validate_status(s)
+        assert s["state"] == "running" and s["faults"] == {}
+        assert [q for q, _ in d.spool.pending()] == [1]
+    finally:
+        d.shutdown()
+
+
 def test_an_invalid_window_is_rejected_not_fatal(tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     with Spool(tmp_path / "s.sqlite") as spool:

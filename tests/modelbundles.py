@@ -64,14 +64,14 @@ def index_of(files: dict[str, bytes]) -> bytes:
 
 def pack(out: Path, files: dict[str, bytes], key: bytes | None = None,
          index: bytes | None = None, members: dict[str, bytes] | None = None,
-         mode: str = "w") -> Path:
+         mode: str = "w", signature: bytes | None = None) -> Path:
     """A format-2 bundle as an attacker or a buggy tool could make it: the index of
     `files` (or `index`), signed with `key`, followed by `members` (default: `files`)."""
     idx = index if index is not None else index_of(files)
     with tarfile.open(out, mode) as tar:
         entries = [("bundle.json", idx)]
-        if key is not None:
-            entries.append(("bundle.sig", sign(idx, key)))
+        if key is not None or signature is not None:
+            entries.append(("bundle.sig", signature or sign(idx, key or b"")))
         entries += list((members if members is not None else files).items())
         for name, data in entries:
             info = tarfile.TarInfo(name)
@@ -80,8 +80,10 @@ def pack(out: Path, files: dict[str, bytes], key: bytes | None = None,
     return out
 
 
-def shipped_files() -> dict[str, bytes]:
-    return {f: (MODELS / f).read_bytes() for f in FILES}
+def shipped_files(tmp: Path | None = None, variant: int = 0) -> dict[str, bytes]:
+    """The shipped model's files, or (in tmp) those of variant n of it."""
+    d = MODELS if variant == 0 or tmp is None else model_copy(tmp / f"files-{variant}", variant)
+    return {f: (d / f).read_bytes() for f in FILES}
 
 
 def golden_off(tmp: Path, name: str) -> Path:

@@ -79,7 +79,7 @@ def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
     prefer = None if cfg.model.runtime == "auto" else cfg.model.runtime
     try:
         # One resolution of `current`, so the version verified is the version loaded.
-        d = d.resolve(strict=True)
+        d = d.resolve()
         if cfg.model.public_key_file is not None and d != repo_models_dir().resolve():
             verify_installed(d, read_public_key(cfg.model.public_key_file))
         return Classifier.from_dir(d, prefer=prefer, num_threads=cfg.model.threads,

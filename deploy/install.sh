@@ -125,6 +125,7 @@ if [ "$MODE" = uninstall ]; then
     note "not stopping a service: $(no_systemd_reason)"
   fi
   rm -f "$WANTS" "$UNIT"
+  rm -rf "$UNITDIR/moodcam.service.d"
   if systemd_running; then systemctl daemon-reload; fi
   rm -rf "$OPT" "$STORE" "$STATE/detector"
   if [ "$PURGE" = 1 ]; then
@@ -297,6 +298,36 @@ write_bundle(Path(sys.argv[1]), Path(sys.argv[2]))' "$bundle" "$SRC/models"
   # The shipped model comes with the package, not from the fleet: no key configured yet.
   "$VENV/bin/moodcam" model install "$bundle" --config "$CONF" --store "$STORE" \
     --no-reload --allow-unsigned
+fi
+
+# -- network allow list -------------------------------------------------------------------
+# The unit allows loopback and private networks only; a broker (or DNS server) with a
+# public address gets a drop-in, rewritten from the config at every run.
+dropin=$UNITDIR/moodcam.service.d/broker.conf
+allow=$("$VENV/bin/python" - "$CONF" <<'EOF'
+import ipaddress, socket, sys
+from device.config import load_config
+cfg = load_config(sys.argv[1])
+hosts = [cfg.mqtt.host] if cfg.mqtt.enabled else []
+try:
+    hosts += [ln.split()[1] for ln in open("/etc/resolv.conf") if ln.startswith("nameserver")]
+except OSError:
+    pass
+found = set()
+for h in hosts:
+    try:
+        found |= {ipaddress.ip_address(a[4][0].split("%")[0]) for a in socket.getaddrinfo(h, None)}
+    except (OSError, ValueError):
+        print(f"cannot resolve {h}", file=sys.stderr)
+print(" ".join(sorted(str(a) for a in found if a.is_global)))
+EOF
+)
+if [ -n "$allow" ]; then
+  mkdir -p "$(dirname "$dropin")"
+  printf '# Written by deploy/install.sh from mqtt.host and /etc/resolv.conf; re-run it after\n# changing them.\n[Service]\nIPAddressAllow=%s\n' "$allow" > "$dropin"
+  say "network: the unit may also reach $allow ($dropin)"
+else
+  rm -f "$dropin"
 fi
 
 # -- service ------------------------------------------------------------------------------

@@ -153,6 +153,19 @@ def test_installer_faults(tmp_path: Path, yunet_path: Path) -> None:
     p = install(root, "--no-apt", env={"MOODCAM_INSTALL_SYSTEMD": str(fake)})
     assert p.returncode == 0 and "starting moodcam" in p.stdout, p.stderr
 
+    # A broker with a public address gets through the unit's IPAddressDeny=any by a
+    # drop-in written from the config; back on the local network, the drop-in goes.
+    conf = root / "etc" / "moodcam" / "moodcam.toml"
+    dropin = root / "etc" / "systemd" / "system" / "moodcam.service.d" / "broker.conf"
+    text = conf.read_text()
+    conf.write_text(text.replace('host = "localhost"', 'host = "8.8.8.8"'))
+    p = install(root, "--no-apt")
+    assert p.returncode == 0, p.stderr
+    assert "IPAddressAllow=8.8.8.8" in dropin.read_text().splitlines()[-1]
+    conf.write_text(text)
+    p = install(root, "--no-apt")
+    assert p.returncode == 0 and not dropin.exists(), p.stderr
+
     # A detector that is not YuNet (a mirror, a proxy, a moved branch): an error, unless
     # the operator asks for the Haar cascade.
     det.unlink()

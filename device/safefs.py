@@ -131,6 +131,11 @@ def _secure(fd: int, is_top: bool, group: int | None) -> None:
                                               else os.O_NONBLOCK)
         child = os.open(name, flags, dir_fd=fd)
         try:
+            now = os.fstat(child)
+            if stat.S_IFMT(now.st_mode) != stat.S_IFMT(st.st_mode) or (
+                    stat.S_ISREG(now.st_mode) and now.st_nlink > 1):
+                os.unlink(name, dir_fd=fd)  # swapped since the lstat: not the entry we saw
+                continue
             if stat.S_ISDIR(st.st_mode):
                 _secure(child, is_top=False, group=group)
             else:

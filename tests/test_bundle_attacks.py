@@ -11,9 +11,12 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -285,3 +288,49 @@ def test_daemon_refuses_a_tampered_or_unsigned_installed_model(dev: dict[str, An
         load_classifier(cfg)
     (version / "bundle.sig").write_bytes(sig)
     assert load_classifier(cfg).manifest.model_sha256 == sha_of(0)
+
+
+def _wait_for(proc: subprocess.Popen[str], lines: list[str], text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in ln for ln in lines):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.timeout(240)
+def test_running_daemon_checks_the_signature_at_reload_and_start(dev: dict[str, Any]) -> None:
+    """A real `moodcam run` (sample camera): a version tampered with after install is
+    refused at SIGHUP (the old model keeps running) and at the next start (exit 1)."""
+    tmp: Path = dev["tmp"]
+    cfg = Path(dev["cfg"])
+    cfg.write_text(cfg.read_text() + '[camera]\nsource = "sample"\nmax_fps = 3.0\n'
+                   f'[spool]\npath = "{tmp / "spool.sqlite"}"\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "device.cli", "run", "--config", str(cfg)]
+    d = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=tmp, env=env)
+    lines: list[str] = []
+    err = d.stderr
+    assert err is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(err.readline, "")))
+    reader.start()
+    try:
+        assert _wait_for(d, lines, "model moodcam", 90), "".join(lines)
+        golden = dev["store"].current().path / "golden.npz"
+        golden.write_bytes(_one_sample_golden())
+        d.send_signal(signal.SIGHUP)
+        assert _wait_for(d, lines, "reload failed", 60), "".join(lines)
+        assert d.poll() is None  # still running, with the model it had
+        failed = next(ln for ln in lines if "reload failed" in ln)
+        assert "golden.npz differs from the bundle index" in failed
+    finally:
+        d.terminate()
+        d.wait(timeout=30)
+        reader.join()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=120,
+                       check=False)
+    assert p.returncode == 1
+    assert "model refused" in p.stderr and "golden.npz differs" in p.stderr

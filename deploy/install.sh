@@ -208,9 +208,11 @@ place_detector() {  # FILE: already sha256-checked
     || die "cannot place the detector in $(dirname "$DETECTOR")"
 }
 mkdir -p "$STATE"
+group=()  # what root's directories in the state directory let read: the daemon's group
+[ -n "$ROOT" ] || group=(--group moodcam)
 detdir=$(dirname "$DETECTOR")
 if [ -d "$detdir" ] && [ ! -L "$detdir" ] && [ "$(stat -c %u "$detdir")" != 0 ] && [ "$(id -u)" = 0 ]; then
-  "$VENV/bin/python" -m device.safefs secure-tree "$detdir" \
+  "$VENV/bin/python" -m device.safefs secure-tree "$detdir" "${group[@]}" \
     || die "cannot take over $detdir from the daemon's user"
 fi
 if [ -n "$DETECTOR_FILE" ]; then
@@ -273,8 +275,6 @@ if [ -z "$ROOT" ]; then
   chown root:moodcam "$ETC" "$CONF"
   chmod 0750 "$ETC"
 fi
-group=()
-[ -n "$ROOT" ] || group=(--group moodcam)
 if [ -d "$STORE" ] && [ ! -L "$STORE" ] && [ "$(stat -c %u "$STORE")" != 0 ] && [ "$(id -u)" = 0 ]; then
   say "model store: taking $STORE over from the daemon's user (root-owned from now on)"
   "$VENV/bin/python" -m device.safefs secure-tree "$STORE" "${group[@]}" \

@@ -149,9 +149,14 @@ class ModelStore:
             raise StoreError(f"cannot use the model store {self.root}: "
                              f"{e.strerror or e} (run as root?)") from None
         try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(VERSIONS, 0o755, dir_fd=fd)
-            lock = os.open(".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+            try:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(VERSIONS, 0o755, dir_fd=fd)
+                lock = os.open(".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600,
+                               dir_fd=fd)
+            except OSError as e:
+                raise StoreError(f"cannot write the model store {self.root}: "
+                                 f"{e.strerror or e} (run as root?)") from None
             try:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -97,5 +97,6 @@ def main() -> None:
          note + "\n# tflite-runtime (install.sh --tflite-runtime), with requirements-pi.txt.",
          frozenset(base))
 
+
 if __name__ == "__main__":
     main()

@@ -199,3 +199,26 @@ def test_installer_faults(tmp_path: Path, yunet_path: Path) -> None:
     assert p.returncode == 1
     assert "could not install the pinned dependencies" in p.stderr
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in p.stderr
+
+
+def test_requirements_pin_every_device_dependency_with_hashes() -> None:
+    """deploy/requirements-pi.txt covers pyproject's device dependencies (and the litert
+    extra) with numpy<2 and OpenCV 4.11, each pinned, with a hash per platform wheel."""
+    import re
+    import tomllib
+
+    text = (ROOT / "deploy" / "requirements-pi.txt").read_text()
+    pins = dict(re.findall(r"(?m)^([a-z0-9-]+)==(\S+) \\", text))
+    blocks = re.split(r"(?m)^(?=[a-z0-9-]+==)", text)[1:]
+    assert len(blocks) == len(pins) and all("--hash=sha256:" in b for b in blocks)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in [*project["dependencies"], *project["optional-dependencies"]["litert"]]:
+        name = re.split(r"[<>=!\[ ]", dep)[0].lower()
+        assert name in pins, name
+    assert pins["numpy"].startswith("1.") and pins["opencv-python-headless"].startswith("4.11.")
+    # Compiled packages carry one wheel per platform: aarch64 (the Pi) and x86_64 (here).
+    for b in blocks:
+        if b.startswith(("numpy==", "opencv-python-headless==", "pydantic-core==", "cffi==")):
+            assert b.count("--hash=") >= 2, b
+    tfl = (ROOT / "deploy" / "requirements-pi-tflite.txt").read_text()
+    assert "tflite-runtime==2.14.0" in tfl and tfl.count("--hash=") >= 2

@@ -262,8 +262,8 @@ def verify_installed(model_dir: Path, public_key: str | None) -> Manifest:
         manifest = load_manifest(model_dir / MANIFEST)
         verify_model_file(manifest, model_dir / manifest.model_file)
     except FileNotFoundError as e:
-        raise BundleError(f"{model_dir}: {e.filename} is missing (not an installed bundle)"
-                          ) from None
+        raise BundleError(f"{model_dir}: {Path(str(e.filename)).name} is missing (not a "
+                          "bundle installed by this moodcam: push a re-exported one)") from None
     except (OSError, ManifestError) as e:
         raise BundleError(str(e)) from e
     return manifest

@@ -318,10 +318,13 @@ for h in hosts:
     try:
         found |= {ipaddress.ip_address(a[4][0].split("%")[0]) for a in socket.getaddrinfo(h, None)}
     except (OSError, ValueError):
-        print(f"cannot resolve {h}", file=sys.stderr)
-print(" ".join(sorted(str(a) for a in found if a.is_global)))
+        print(f"   network: cannot resolve {h} here, so no allow-list entry for it (a public"
+              " broker or DNS server needs one: re-run install.sh where it resolves)")
+print("ALLOW", " ".join(sorted(str(a) for a in found if a.is_global)))
 EOF
 )
+grep -v '^ALLOW' <<<"$allow" || true
+allow=$(sed -n 's/^ALLOW *//p' <<<"$allow")
 if [ -n "$allow" ]; then
   mkdir -p "$(dirname "$dropin")"
   printf '# Written by deploy/install.sh from mqtt.host and /etc/resolv.conf; re-run it after\n# changing them.\n[Service]\nIPAddressAllow=%s\n' "$allow" > "$dropin"

@@ -12,9 +12,11 @@ import re
 import socket
 from pathlib import Path
 
+from device.bundle import BundleError, read_public_key, verify_installed
 from device.capture import CaptureError, FrameSource, LatestFrameGrabber, make_source
 from device.classify import Classifier
 from device.config import Config, ConfigError, parse_config, resolve_model_dir
+from device.config.load import repo_models_dir
 from device.detect import DetectorError, FaceDetector, make_detector
 from device.manifest import ManifestError
 from device.runtime import ModelLoadError, RuntimeUnavailable
@@ -73,11 +75,19 @@ def builtin_config(device_id: str | None = None) -> Config:
 
 
 def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
+    """The configured model, its signature checked first when a public key is configured
+    (at start and at every reload): only the model shipped inside the package is exempt."""
     d = model_dir or resolve_model_dir(cfg.model)
     prefer = None if cfg.model.runtime == "auto" else cfg.model.runtime
     try:
+        # One resolution of `current`, so the version verified is the version loaded.
+        d = d.resolve()
+        if cfg.model.public_key_file is not None and d != repo_models_dir().resolve():
+            verify_installed(d, read_public_key(cfg.model.public_key_file))
         return Classifier.from_dir(d, prefer=prefer, num_threads=cfg.model.threads,
                                    min_confidence=cfg.model.min_confidence)
+    except BundleError as e:
+        raise StartupError(f"model refused: {e}") from None
     except (ManifestError, ModelLoadError, RuntimeUnavailable) as e:
         raise StartupError(f"model: {e}") from None
     except OSError as e:

@@ -25,6 +25,7 @@ from device.assemble import (
     load_classifier,
     load_detector,
     make_camera,
+    make_schedule,
     make_tracker,
     start_grabber,
 )
@@ -87,7 +88,7 @@ class Daemon:
         return Pipeline.build(detector, classifier, cfg.device_id,
                               float(cfg.aggregate.window_s), sink=self._sink,
                               tracker=make_tracker(cfg), content_id=content_id,
-                              times=self.times)
+                              times=self.times, schedule=make_schedule(cfg))
 
     def start(self) -> None:
         cfg = self.cfg

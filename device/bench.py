@@ -132,9 +132,10 @@ def child(runtime: str, profile: str, frames: int, paced_frames: int, threads: i
             if i == WARMUP:
                 pipe.times = StageTimes()
                 faces = 0
-                t_start = time.perf_counter()
+                t_start, cpu_start = time.perf_counter(), _cpu_s()
             faces += len(pipe.process(frame(i, pipe), i / FPS))
         wall = time.perf_counter() - t_start
+        cpu = _cpu_s() - cpu_start
         times = pipe.times
         pipe.close((WARMUP + frames) / FPS)
         publish_calls = max(times.calls["publish"], 1)
@@ -156,6 +157,7 @@ def child(runtime: str, profile: str, frames: int, paced_frames: int, threads: i
         "publish_ms_per_window": round(times.total["publish"] * 1000 / publish_calls, 3),
         "loop_ms": round(loop_ms, 3),
         "fps": round(frames / wall, 2),
+        "cpu_ms_per_frame": round(cpu * 1000 / frames, 3),
         "cpu_share_10fps": round(cpu_share, 4),
         "detect_share": round(times.detected / frames, 3),
         "invokes_per_frame": round(times.classified * views / frames, 3),
@@ -225,7 +227,8 @@ def _table(results: dict[str, Any]) -> str:
                 lines.append(f"  {prof}: {r['error']}")
                 continue
             st = ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ms"].items())
-            lines.append(f"  {prof}: {r['fps']:.1f} fps end to end, {r['cpu_share_10fps']:.1%} "
+            lines.append(f"  {prof}: {r['fps']:.1f} fps end to end ({r['cpu_ms_per_frame']:.2f} "
+                         f"CPU ms/frame), {r['cpu_share_10fps']:.1%} "
                          f"of a core at {FPS:g} fps, {r['invokes_per_frame']:.2f} invokes/frame, "
                          f"detector on {r['detect_share']:.0%} of frames, "
                          f"{r['faces_per_frame']} faces/frame")
@@ -236,7 +239,8 @@ def _table(results: dict[str, Any]) -> str:
             lines.append(f"    counted: {_counts_text(r['counts'])}")
         old, new = by_profile.get("old"), by_profile.get("new")
         if old and new and "error" not in old and "error" not in new:
-            lines.append(f"  new vs old: {new['fps'] / old['fps']:.2f}x fps, "
+            lines.append(f"  new vs old: {new['fps'] / old['fps']:.2f}x fps ("
+                         f"{old['cpu_ms_per_frame'] / new['cpu_ms_per_frame']:.2f}x by CPU time), "
                          f"{new['cpu_share_10fps'] / old['cpu_share_10fps']:.2f}x CPU share "
                          f"at {FPS:g} fps")
     for name in results["missing"]:
@@ -260,7 +264,9 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok.sort(key=lambda r: r["fps"])
     mid = dict(ok[(len(ok) - 1) // 2])
     mid["cpu_share_10fps"] = round(statistics.median(r["cpu_share_10fps"] for r in ok), 4)
-    mid["runs"] = [{"fps": r["fps"], "cpu_share_10fps": r["cpu_share_10fps"]} for r in ok]
+    mid["cpu_ms_per_frame"] = round(statistics.median(r["cpu_ms_per_frame"] for r in ok), 3)
+    mid["runs"] = [{k: r[k] for k in ("fps", "cpu_ms_per_frame", "cpu_share_10fps")}
+                   for r in ok]
     return mid
 
 

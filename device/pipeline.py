@@ -131,7 +131,7 @@ class Pipeline:
             due = [k for k, tid in enumerate(ids)
                    if tr.due(tid, sch.classify_every, sch.settle_after)]
         else:  # carried: no new boxes, so nothing worth a new classification
-            ids, boxes = tr.carry()
+            ids, boxes = tr.carry(ts)
             finished, due = [], []
         t2 = time.perf_counter()
         fresh_moods = dict(zip(due, self._classify_boxes(frame, boxes[due]), strict=True))

@@ -23,7 +23,9 @@ yet settled, then every `classify_every` frames), `record` adds one to its vote,
 settled once the track has `settle_after` classifications and its vote is a label that
 one more classification for the runner-up, at full confidence, could not change.
 `carry` gives the boxes seen at the last detection for frames the detector skips; they
-add no hits and no sighting.
+add no hits but extend the sighting (a face is assumed in view until a detection misses
+it), so a track's dwell starts up to one detection interval late and ends up to one
+late, rather than always ending early.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class Tracker:
         self.vote_share = vote_share
         self._tracks: list[_Track] = []
         self._next_id = 1
-        self._last_detect = float("-inf")
+        self._seen: list[_Track] = []  # the tracks matched or born at the last detection
         self.discarded = 0  # tracks that ended below min_hits (flicker)
 
     @property
@@ -160,12 +162,13 @@ class Tracker:
         tracks that ended."""
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
         finished = self._expire(ts)
-        self._last_detect = ts
         ids = [0] * len(b)
+        self._seen = []
         for ti, bi in self._match(b):
             t = self._tracks[ti]
             t.observe(ts, b[bi], None)
             ids[bi] = t.track_id
+            self._seen.append(t)
         for bi in range(len(b)):
             if ids[bi]:
                 continue
@@ -173,14 +176,17 @@ class Tracker:
             self._next_id += 1
             t.observe(ts, b[bi], None)
             self._tracks.append(t)
+            self._seen.append(t)
             ids[bi] = t.track_id
         return ids, finished
 
-    def carry(self) -> tuple[list[int], np.ndarray]:
+    def carry(self, ts: float) -> tuple[list[int], np.ndarray]:
         """For a frame the detector skipped: the tracks seen at the last detection and
         their boxes there."""
-        seen = [t for t in self._tracks if t.last == self._last_detect]
+        open_ = {id(t) for t in self._tracks}  # identity: tracks hold arrays
+        seen = [t for t in self._seen if id(t) in open_]
         for t in seen:
+            t.last = max(t.last, ts)
             t.since_mood += 1
         boxes = np.stack([t.box for t in seen]) if seen else np.zeros((0, 4))
         return [t.track_id for t in seen], boxes
@@ -221,7 +227,7 @@ class Tracker:
         """End every open track (shutdown, end of a replay)."""
         done = [self._finish(t) for t in self._tracks if t.hits >= self.min_hits]
         self.discarded += sum(1 for t in self._tracks if t.hits < self.min_hits)
-        self._tracks = []
+        self._tracks, self._seen = [], []
         return done
 
     def _expire(self, ts: float) -> list[FinishedTrack]:

@@ -99,7 +99,7 @@ class DetectorConfig(Section):
         30, ge=1, le=1000, description="Most faces classified per frame (largest first)."
     )
     input_width: int = Field(
-        320, ge=0, le=4096,
+        0, ge=0, le=4096,
         description=(
             "Width in pixels frames are shrunk to for detection (boxes are mapped back and "
             "crops come from the full frame); 0 = the full frame. Never shrunk so far that a "
@@ -107,7 +107,7 @@ class DetectorConfig(Section):
         ),
     )
     every_n_frames: int = Field(
-        2, ge=1, le=30,
+        5, ge=1, le=30,
         description=(
             "Run the detector on every Nth frame; in between, the tracker carries the boxes. "
             "1 = every frame."

@@ -151,4 +151,7 @@ def test_shrinking_stops_where_min_face_would_vanish(yunet_path: Path) -> None:
     assert YuNetDetector(yunet_path, min_face=36, input_width=160).shrink_factor(640) == 1 / 3
     assert YuNetDetector(yunet_path, input_width=0).shrink_factor(640) == 1.0
     assert YuNetDetector(yunet_path, input_width=640).shrink_factor(320) == 1.0
+    # The default, 640: a 640x480 camera's frames stay whole, a 1280x720 one's are halved.
+    assert YuNetDetector(yunet_path, min_face=36, input_width=640).shrink_factor(640) == 1.0
+    assert YuNetDetector(yunet_path, min_face=36, input_width=640).shrink_factor(1280) == 0.5
     assert not HaarDetector.can_shrink  # its min-size logic is in frame pixels

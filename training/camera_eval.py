@@ -80,6 +80,7 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
     out: dict[str, Any] = {"images": len(idx), "detected": len(emotions),
                            "detection_rate": len(emotions) / max(1, len(idx)),
                            "detector": detector.describe(), "input_width": width,
+                           "detect_width": round(FRAME_W * detector.shrink_factor(FRAME_W)),
                            "by_crop_scale": {}}
     for s in scales:
         m = evaluate_probs(np.stack(probs[s]), emotions, manifest.labels, clf.thresholds)
@@ -92,8 +93,8 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
 
 
 def format_camera(m: dict[str, Any]) -> str:
-    shrink = (f", frames shrunk to {m['input_width']} px wide for detection"
-              if m.get("input_width") else "")
+    shrink = (f", frames shrunk to {m['detect_width']} px wide for detection"
+              if m.get("detect_width", FRAME_W) < FRAME_W else "")
     lines = [f"camera path: {m['detected']}/{m['images']} faces detected "
              f"({m['detection_rate']:.1%}) by {m['detector']}{shrink}",
              "| crop scale | happy-vs-sad | neutral leak | own-label acc. | coverage |",

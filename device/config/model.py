@@ -99,11 +99,11 @@ class DetectorConfig(Section):
         30, ge=1, le=1000, description="Most faces classified per frame (largest first)."
     )
     input_width: int = Field(
-        0, ge=0, le=4096,
+        640, ge=0, le=4096,
         description=(
-            "Width in pixels frames are shrunk to for detection (boxes are mapped back and "
-            "crops come from the full frame); 0 = the full frame. Never shrunk so far that a "
-            "min_face_px face falls below what YuNet finds."
+            "Width in pixels wider frames are shrunk to for detection (boxes are mapped back "
+            "and crops come from the full frame); 0 = always the full frame. Never shrunk so "
+            "far that a min_face_px face falls below what YuNet finds."
         ),
     )
     every_n_frames: int = Field(

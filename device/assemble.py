@@ -17,9 +17,10 @@ from device.capture import CaptureError, FrameSource, LatestFrameGrabber, make_s
 from device.classify import Classifier
 from device.config import Config, ConfigError, parse_config, resolve_model_dir
 from device.config.load import repo_models_dir
-from device.detect import DetectorError, FaceDetector, make_detector
+from device.detect import DetectorError, FaceDetector, make_detector, set_threads
 from device.manifest import ManifestError
 from device.runtime import ModelLoadError, RuntimeUnavailable
+from device.schedule import Schedule, detections_needed
 from device.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -96,16 +97,26 @@ def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
 
 def load_detector(cfg: Config) -> FaceDetector:
     d = cfg.detector
+    set_threads(d.threads)
     try:
         return make_detector(d.yunet_model, d.kind, d.score_threshold, d.nms_threshold,
-                             d.min_face_px, d.max_faces)
+                             d.min_face_px, d.max_faces, d.input_width)
     except DetectorError as e:
         raise StartupError(f"detector: {e}") from None
 
 
 def make_tracker(cfg: Config) -> Tracker:
     t = cfg.tracker
-    return Tracker(iou_threshold=t.iou_threshold, min_hits=t.min_hits, max_age_s=t.max_age_s)
+    return Tracker(iou_threshold=t.iou_threshold,
+                   min_hits=detections_needed(t.min_hits, cfg.detector.every_n_frames),
+                   max_age_s=t.max_age_s)
+
+
+def make_schedule(cfg: Config) -> Schedule:
+    return Schedule(detect_every=cfg.detector.every_n_frames,
+                    scene_change=cfg.detector.scene_change,
+                    classify_every=cfg.tracker.classify_every,
+                    settle_after=cfg.tracker.settle_after)
 
 
 def make_camera(cfg: Config, realtime: bool = True, spec: str | None = None,

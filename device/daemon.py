@@ -25,6 +25,7 @@ from device.assemble import (
     load_classifier,
     load_detector,
     make_camera,
+    make_schedule,
     make_tracker,
     start_grabber,
 )
@@ -103,7 +104,8 @@ class Daemon:
                               seq=self.store.allocate,
                               release=self.store.release, offset=self._offset(),
                               synced=self.synced,
-                              step_tolerance_s=cfg.clock.step_tolerance_s)
+                              step_tolerance_s=cfg.clock.step_tolerance_s,
+                              schedule=make_schedule(cfg))
         pipe.sink = lambda payload: self._sink(pipe, payload)
         return pipe
 

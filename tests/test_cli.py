@@ -182,13 +182,29 @@ def test_version_and_reserved_model_group() -> None:
 
 @pytest.mark.slow
 def test_bench_json(model_dir: Path) -> None:
-    p = moodcam("bench", "--json", "--frames", "5", "--model-dir", str(model_dir))
+    """A smoke test, not a timing: old and new defaults run side by side per runtime."""
+    p = moodcam("bench", "--json", "--frames", "20", "--paced-s", "1", "--model-dir",
+                str(model_dir))
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["frames"] == 5 and r["runtimes"]
-    for res in r["runtimes"].values():
-        assert set(res["stage_ms"]) == {"capture", "detect", "crop", "classify", "track",
-                                        "aggregate", "publish"}
-        assert res["fps"] > 0 and res["peak_rss_mb"] > 10
-        assert 1 <= res["faces_per_frame"] <= 3
-        assert res["invoke_ms_median"] > 0 and res["views_per_face"] == 4
+    assert r["frames"] == 20 and r["paced_frames"] == 10 and r["runtimes"]
+    for by_profile in r["runtimes"].values():
+        assert set(by_profile) == {"old", "new"}
+        for res in by_profile.values():
+            assert set(res["stage_ms"]) == {"capture", "detect", "crop", "classify",
+                                            "track", "aggregate", "publish"}
+            assert res["fps"] > 0 and res["peak_rss_mb"] > 10
+            assert 0 < res["cpu_share_10fps"] <= 1.5 and res["cpu_ms_per_frame"] > 0
+            assert 1 <= res["faces_per_frame"] <= 3
+            assert res["invoke_ms_median"] > 0 and res["views_per_face"] == 4
+        old, new = by_profile["old"], by_profile["new"]
+        # Every face of every frame, 4 views each, against detection on every 5th frame
+        # and classification per track.
+        assert old["detect_share"] == 1.0 and new["detect_share"] < 0.5
+        assert old["invokes_per_frame"] == pytest.approx(4 * old["faces_per_frame"], abs=0.05)
+        assert new["invokes_per_frame"] < old["invokes_per_frame"] / 2
+
+
+def test_bench_rejects_an_unknown_profile() -> None:
+    p = moodcam("bench", "--profile", "old,fastest")
+    assert p.returncode != 0 and "unknown profile fastest" in one_error_line(p)

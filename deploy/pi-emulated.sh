@@ -362,6 +362,8 @@ inroot "$root" bash $src/deploy/install.sh --source $src --detector-file $smoke/
 # dpkg's progress and debconf's chatter are noise here; the rest is what an operator sees.
 grep -vE '^\(Reading database|^debconf: |^(Preparing to unpack|Unpacking|Selecting previously)' \
   "$log" | sed 's/^/   | /'
+grep -qF 'from deploy/requirements-pi*.txt (hashes)' "$log" ||
+  die "the installer did not install from the hashed requirements (pip --require-hashes)"
 grep -q "no Pi camera package" "$log" ||
   die "the installer did not say \"no Pi camera package\" (picamera2 is not in Debian)"
 inroot "$root" $venv/bin/python -m pip freeze --all 2>/dev/null |

@@ -12,12 +12,15 @@ import re
 import socket
 from pathlib import Path
 
+from device.bundle import BundleError, read_public_key, verify_installed
 from device.capture import CaptureError, FrameSource, LatestFrameGrabber, make_source
 from device.classify import Classifier
 from device.config import Config, ConfigError, parse_config, resolve_model_dir
-from device.detect import DetectorError, FaceDetector, make_detector
+from device.config.load import repo_models_dir
+from device.detect import DetectorError, FaceDetector, make_detector, set_threads
 from device.manifest import ManifestError
 from device.runtime import ModelLoadError, RuntimeUnavailable
+from device.schedule import Schedule, detections_needed
 from device.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -62,20 +65,30 @@ def state_dir() -> Path:
 
 def builtin_config(device_id: str | None = None) -> Config:
     """Defaults for a run without --config: this host's name, the spool in a state dir
-    the user can write."""
+    the user can write, and this machine's clock trusted (a desktop or laptop, not a Pi
+    without a real-time clock: the installed service's config trusts only NTP)."""
     try:
         return parse_config({"device_id": device_id or hostname_device_id(),
-                             "spool": {"path": str(state_dir() / "spool.sqlite")}})
+                             "spool": {"path": str(state_dir() / "spool.sqlite")},
+                             "clock": {"trust": "always"}})
     except ConfigError as e:
         raise StartupError(e.problems[0], 2) from None
 
 
 def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
+    """The configured model, its signature checked first when a public key is configured
+    (at start and at every reload): only the model shipped inside the package is exempt."""
     d = model_dir or resolve_model_dir(cfg.model)
     prefer = None if cfg.model.runtime == "auto" else cfg.model.runtime
     try:
+        # One resolution of `current`, so the version verified is the version loaded.
+        d = d.resolve()
+        if cfg.model.public_key_file is not None and d != repo_models_dir().resolve():
+            verify_installed(d, read_public_key(cfg.model.public_key_file))
         return Classifier.from_dir(d, prefer=prefer, num_threads=cfg.model.threads,
                                    min_confidence=cfg.model.min_confidence)
+    except BundleError as e:
+        raise StartupError(f"model refused: {e}") from None
     except (ManifestError, ModelLoadError, RuntimeUnavailable) as e:
         raise StartupError(f"model: {e}") from None
     except OSError as e:
@@ -84,16 +97,26 @@ def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
 
 def load_detector(cfg: Config) -> FaceDetector:
     d = cfg.detector
+    set_threads(d.threads)
     try:
         return make_detector(d.yunet_model, d.kind, d.score_threshold, d.nms_threshold,
-                             d.min_face_px, d.max_faces)
+                             d.min_face_px, d.max_faces, d.input_width)
     except DetectorError as e:
         raise StartupError(f"detector: {e}") from None
 
 
 def make_tracker(cfg: Config) -> Tracker:
     t = cfg.tracker
-    return Tracker(iou_threshold=t.iou_threshold, min_hits=t.min_hits, max_age_s=t.max_age_s)
+    return Tracker(iou_threshold=t.iou_threshold,
+                   min_hits=detections_needed(t.min_hits, cfg.detector.every_n_frames),
+                   max_age_s=t.max_age_s)
+
+
+def make_schedule(cfg: Config) -> Schedule:
+    return Schedule(detect_every=cfg.detector.every_n_frames,
+                    scene_change=cfg.detector.scene_change,
+                    classify_every=cfg.tracker.classify_every,
+                    settle_after=cfg.tracker.settle_after)
 
 
 def make_camera(cfg: Config, realtime: bool = True, spec: str | None = None,

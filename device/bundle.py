@@ -1,26 +1,52 @@
-"""Model bundles: one tar file carrying a model, its manifest and golden samples.
+"""Model bundles (format 2): one uncompressed tar carrying a model, its manifest and golden
+samples, led by a small index that a signature covers.
 
-Training writes bundles; `moodcam model install` reads and verifies them before a model
-ever reaches the running daemon. The optional Ed25519 signature covers manifest.json,
-which pins the model by sha256, so one signature vouches for everything in the bundle.
+    bundle.json     the index: every member's name, size and sha256, in tar order
+    bundle.sig      Ed25519 signature of bundle.json's exact bytes (optional)
+    manifest.json, model.tflite, golden.npz
+
+`moodcam model install` reads the index and the signature first (both size-capped) and
+checks the signature before it parses anything; then it streams each member, refusing one
+whose name, type, size or sha256 differ from the index (device/bundleread.py). So one
+signature covers every byte that decides what runs: the model, the manifest and the
+golden samples. The store keeps bundle.json and bundle.sig beside the files, and the
+daemon checks them again (verify_installed) each time it loads a model when a public key
+is configured. Format 1 bundles (no index; the signature covered only manifest.json) are
+refused: re-export them with `moodcam-train export`.
 """
 
 from __future__ import annotations
 
-import io
-import shutil
+import hashlib
+import json
+import os
 import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from device.manifest import Manifest, ManifestError, load_manifest, verify_model_file
 
+FORMAT = "moodcam-bundle/2"
+INDEX = "bundle.json"
+SIGNATURE = "bundle.sig"
 MANIFEST = "manifest.json"
+MODEL = "model.tflite"
 GOLDEN = "golden.npz"
-SIGNATURE = "manifest.json.sig"
+MEMBERS = (MANIFEST, MODEL, GOLDEN)
+# Documented limits (docs/operators.md, "Bundle limits"): the shipped model is 97 KB with
+# 58 KB of golden samples, so these leave room for models a Pi can run at all.
+MAX_INDEX = 16 * 1024
+SIGNATURE_BYTES = 64
+MAX_MEMBER = {MANIFEST: 256 * 1024, MODEL: 48 * 1024 * 1024, GOLDEN: 8 * 1024 * 1024}
+MAX_TOTAL = 64 * 1024 * 1024  # all members together; a bundle file may add tar headers
+MAX_FILE = MAX_TOTAL + 64 * 1024
+MAX_GOLDEN_SAMPLES = 256
+GOLDEN_DTYPES = ("int8", "uint8", "float32")
 # int8 kernels differ slightly between runtimes and CPUs (XNNPACK vs reference); a
 # golden output more than this many quantisation steps away means a broken model.
 GOLDEN_TOLERANCE = 3
@@ -40,12 +66,55 @@ def save_golden(path: Path, golden: Golden) -> None:
     np.savez(path, inputs=golden.inputs, outputs=golden.outputs)
 
 
-def load_golden(path: Path) -> Golden:
+def _read_npy(z: zipfile.ZipFile, name: str) -> np.ndarray:
+    """One array of an .npz, refused before allocation if its header promises too much."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return Golden(z["inputs"], z["outputs"])
-    except (OSError, KeyError, ValueError) as e:
+        info = z.getinfo(name)
+    except KeyError:
+        raise BundleError(f"golden samples lack {name}") from None
+    if info.file_size > MAX_MEMBER[GOLDEN]:
+        raise BundleError(f"golden samples: {name} unpacks to {info.file_size} bytes, more "
+                          f"than the {MAX_MEMBER[GOLDEN]} limit")
+    # ZipExtFile stops at the declared size, so a deflate bomb cannot run past it.
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        if dtype.name not in GOLDEN_DTYPES or dtype.hasobject:
+            raise BundleError(f"golden samples: {name} has dtype {dtype}, not one of "
+                              f"{', '.join(GOLDEN_DTYPES)}")
+        if not 2 <= len(shape) <= 4 or not 0 < shape[0] <= MAX_GOLDEN_SAMPLES:
+            raise BundleError(f"golden samples: {name} has shape {shape} (at most "
+                              f"{MAX_GOLDEN_SAMPLES} samples)")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes > info.file_size:
+            raise BundleError(f"golden samples: {name} declares {shape} {dtype}, more than "
+                              f"its {info.file_size} bytes hold")
+        data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise BundleError(f"golden samples: {name} is truncated")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def load_golden(path: Path) -> Golden:
+    """golden.npz with every size checked before memory is given to it."""
+    try:
+        if path.stat().st_size > MAX_MEMBER[GOLDEN]:
+            raise BundleError(f"golden samples {path.name} exceed {MAX_MEMBER[GOLDEN]} bytes")
+        with zipfile.ZipFile(path) as z:
+            names = sorted(z.namelist())
+            if names != ["inputs.npy", "outputs.npy"]:
+                raise BundleError(f"golden samples hold {names}, not inputs and outputs")
+            g = Golden(_read_npy(z, "inputs.npy"), _read_npy(z, "outputs.npy"))
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        if isinstance(e, BundleError):
+            raise
         raise BundleError(f"golden samples {path.name} unreadable: {e}") from e
+    if len(g.inputs) != len(g.outputs):
+        raise BundleError(f"golden samples: {len(g.inputs)} inputs but {len(g.outputs)} "
+                          "outputs")
+    return g
 
 
 def load_signing_key(path: Path) -> bytes:
@@ -54,6 +123,18 @@ def load_signing_key(path: Path) -> bytes:
     if len(seed) != 32:
         raise ValueError(f"{path}: expected a 32-byte Ed25519 seed in hex")
     return seed
+
+
+def read_public_key(path: Path) -> str:
+    """An Ed25519 public key file: 64 hex digits (what `moodcam-train keygen` writes)."""
+    try:
+        key = path.read_text().strip()
+    except OSError as e:
+        raise BundleError(f"public key {path}: {e.strerror or e}") from None
+    if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+        raise BundleError(f"public key {path}: not an Ed25519 public key (64 hex digits, "
+                          "the .pub file `moodcam-train keygen` writes)")
+    return key
 
 
 def sign(data: bytes, seed: bytes) -> bytes:
@@ -76,74 +157,125 @@ def verify_signature(data: bytes, signature: bytes, public_key_hex_: str) -> Non
         VerifyKey(bytes.fromhex(public_key_hex_.strip())).verify(data, signature)
     except (BadSignatureError, ValueError) as e:
         raise BundleError("signature does not verify with the configured public key"
-                          " (signed by another key, or the manifest was altered)") from e
+                          " (signed by another key, or the bundle was altered)") from e
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    size: int
+    sha256: str
+
+
+def parse_index(data: bytes) -> list[Entry]:
+    """The index's members, checked against the known names and the size limits."""
+    try:
+        doc: Any = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise BundleError(f"{INDEX}: format is not {FORMAT!r}")
+        entries = [Entry(str(m["name"]), m["size"], str(m["sha256"])) for m in doc["members"]]
+    except (ValueError, KeyError, TypeError) as err:
+        if isinstance(err, BundleError):
+            raise
+        raise BundleError(f"{INDEX} is not a bundle index: {err}") from None
+    if [e.name for e in entries] != list(MEMBERS):
+        raise BundleError(f"{INDEX} lists {[e.name for e in entries]}, not {list(MEMBERS)}")
+    for e in entries:
+        if type(e.size) is not int or not 0 < e.size <= MAX_MEMBER[e.name]:
+            raise BundleError(f"{INDEX}: {e.name} size {e.size!r} is outside 1.."
+                              f"{MAX_MEMBER[e.name]} bytes")
+        if len(e.sha256) != 64 or any(c not in "0123456789abcdef" for c in e.sha256):
+            raise BundleError(f"{INDEX}: {e.name} sha256 is not 64 lowercase hex digits")
+    if sum(e.size for e in entries) > MAX_TOTAL:
+        raise BundleError(f"{INDEX}: members total more than {MAX_TOTAL} bytes")
+    return entries
+
+
+def make_index(model_dir: Path) -> bytes:
+    members = []
+    for name in MEMBERS:
+        data = (model_dir / name).read_bytes()
+        members.append({"name": name, "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest()})
+    return (json.dumps({"format": FORMAT, "members": members}, indent=1) + "\n").encode()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    import io
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    tar.addfile(info, io.BytesIO(data))
 
 
 def write_bundle(out: Path, model_dir: Path, signing_seed: bytes | None = None) -> Path:
-    """Pack manifest.json, the model and golden.npz from model_dir into one tar."""
+    """Pack model_dir's manifest.json, model and golden.npz into a format-2 bundle."""
     manifest = load_manifest(model_dir / MANIFEST)
+    if manifest.model_file != MODEL:
+        raise BundleError(f"cannot bundle: model_file must be {MODEL!r}")
     verify_model_file(manifest, model_dir / manifest.model_file)
-    members = [MANIFEST, manifest.model_file, GOLDEN]
-    for m in members:
+    for m in MEMBERS:
         if not (model_dir / m).is_file():
             raise BundleError(f"cannot bundle: {model_dir / m} is missing")
+    load_golden(model_dir / GOLDEN)  # what the device would refuse is not shipped
+    index = make_index(model_dir)
+    parse_index(index)  # within the limits
     tmp = out.with_name(out.name + ".part")
-    with tarfile.open(tmp, "w") as tar:
-        for m in members:
-            tar.add(model_dir / m, arcname=m)
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        _add(tar, INDEX, index)
         if signing_seed is not None:
-            sig = sign((model_dir / MANIFEST).read_bytes(), signing_seed)
-            info = tarfile.TarInfo(SIGNATURE)
-            info.size = len(sig)
-            tar.addfile(info, io.BytesIO(sig))
+            _add(tar, SIGNATURE, sign(index, signing_seed))
+        for m in MEMBERS:
+            _add(tar, m, (model_dir / m).read_bytes())
     tmp.replace(out)
     return out
 
 
-def extract_bundle(bundle: Path, dest: Path, public_key: str | None = None) -> Manifest:
-    """Unpack into dest (which must not exist yet) and verify everything but the runtime.
+def _sha256_limited(f: BinaryIO, limit: int) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    while chunk := f.read(min(1 << 20, limit + 1 - n)):
+        h.update(chunk)
+        n += len(chunk)
+        if n > limit:
+            break
+    return h.hexdigest(), n
 
-    Checks the tar's integrity, member names, the signature (required when a public key
-    is given), the manifest's schema and the model's size and sha256.
-    """
+
+def verify_installed(model_dir: Path, public_key: str | None) -> Manifest:
+    """Check an installed version against its index, and the index's signature when a key
+    is given; what the daemon does before it loads a model from the store."""
     try:
-        with tarfile.open(bundle, "r:*") as tar:
-            members = tar.getmembers()
-            names = [m.name for m in members]
-            unexpected = set(names) - {MANIFEST, GOLDEN, SIGNATURE, "model.tflite"}
-            if unexpected:
-                raise BundleError(f"bundle has unexpected members: {sorted(unexpected)}")
-            for needed in (MANIFEST, GOLDEN):
-                if needed not in names:
-                    raise BundleError(f"bundle lacks {needed}")
-            # Plain files with the known names, once each, written by hand: tarfile's
-            # extraction filters arrived in 3.11.4 and the Pi's Python (bookworm) is 3.11.2.
-            if any(not m.isfile() for m in members) or len(set(names)) != len(names):
-                raise BundleError(f"bundle members must be plain files, once each: {names}")
-            dest.mkdir(parents=True)
-            for member in members:
-                src = tar.extractfile(member)
-                assert src is not None  # a regular file
-                with src, (dest / member.name).open("wb") as out:
-                    shutil.copyfileobj(src, out)
+        index = _read_capped(model_dir / INDEX, MAX_INDEX)
+        if public_key:
+            try:
+                sig = _read_capped(model_dir / SIGNATURE, SIGNATURE_BYTES)
+            except FileNotFoundError:
+                raise BundleError(f"{model_dir} is unsigned but a public key is configured"
+                                  ) from None
+            verify_signature(index, sig, public_key)
+        for e in parse_index(index):
+            with (model_dir / e.name).open("rb") as f:
+                digest, n = _sha256_limited(f, e.size)
+            if n != e.size or digest != e.sha256:
+                raise BundleError(f"{model_dir / e.name} differs from the bundle index "
+                                  f"({n} bytes, sha256 {digest[:12]}…)")
+        manifest = load_manifest(model_dir / MANIFEST)
+        verify_model_file(manifest, model_dir / manifest.model_file)
     except FileNotFoundError as e:
-        raise BundleError(f"bundle not found: {bundle}") from e
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise BundleError(f"bundle {bundle.name} is not a readable tar (truncated upload?):"
-                          f" {e}") from e
-    if public_key:
-        sig_path = dest / SIGNATURE
-        if not sig_path.exists():
-            raise BundleError("bundle is unsigned but a public key is configured")
-        verify_signature((dest / MANIFEST).read_bytes(), sig_path.read_bytes(), public_key)
-    try:
-        manifest = load_manifest(dest / MANIFEST)
-        if (dest / manifest.model_file).parent != dest:
-            raise ManifestError(f"model_file {manifest.model_file!r} is not a plain file name")
-        verify_model_file(manifest, dest / manifest.model_file)
-    except ManifestError as e:
+        raise BundleError(f"{model_dir}: {Path(str(e.filename)).name} is missing (not a "
+                          "bundle installed by this moodcam: push a re-exported one)") from None
+    except (OSError, ManifestError) as e:
         raise BundleError(str(e)) from e
     return manifest
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise BundleError(f"{path.name} is larger than {cap} bytes")
+    return data
 
 
 def check_golden(run_raw: Callable[[np.ndarray], np.ndarray], golden: Golden) -> None:

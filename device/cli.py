@@ -21,6 +21,7 @@ from device.assemble import (
     hostname_device_id,
     load_classifier,
     load_detector,
+    make_schedule,
     make_tracker,
 )
 from device.config import Config, ConfigError, load_config, parse_config
@@ -87,18 +88,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except CaptureError as e:
         raise StartupError(f"source: {e}") from None
     origin = _origin(args.start)
-    seq = 0
+    emitted = 0
 
     def sink(p: dict[str, Any]) -> None:
-        nonlocal seq
-        seq += 1
-        line = json.dumps({**p, "seq": seq}) if args.json else _describe_window(p)
+        nonlocal emitted
+        emitted += 1
+        line = json.dumps(p) if args.json else _describe_window(p)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
     window = args.window or float(cfg.aggregate.window_s)
+    # A finite source's media timeline is stamped from --start; a live one's monotonic
+    # timestamps from the wall clock now.
+    offset = origin if source.finite else time.time() - time.monotonic()
     pipe = Pipeline.build(detector, classifier, cfg.device_id, window, sink=sink,
-                          tracker=make_tracker(cfg), content_id=args.content_id)
+                          tracker=make_tracker(cfg), content_id=args.content_id,
+                          offset=offset, schedule=make_schedule(cfg))
     period = 1.0 / (source.fps or fps)
     last = None
     deadline = time.monotonic() + args.duration if args.duration else None
@@ -110,7 +115,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 raise StartupError(f"source: {e}") from None
             if frame is None:
                 break
-            ts = frame.ts + origin if source.finite else frame.ts
+            ts = frame.ts
             pipe.process(frame.image, ts)
             last = ts
     except KeyboardInterrupt:
@@ -118,8 +123,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         source.close()
     if last is not None:
-        pipe.close(last + period if source.finite else time.time())
-    log.info("%d frames, %d windows", pipe.times.frames, seq)
+        pipe.close(last + period if source.finite else time.monotonic())
+    log.info("%d frames, %d windows", pipe.times.frames, emitted)
     return 0
 
 
@@ -163,8 +168,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from device.bench import run_bench
 
+    profiles = [p.strip() for p in args.profile.split(",") if p.strip()]
     return run_bench(args.frames, args.json, args.runtime,
-                     Path(args.model_dir) if args.model_dir else None)
+                     Path(args.model_dir) if args.model_dir else None, profiles,
+                     args.repeat, args.threads, args.paced_s)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -221,11 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("bench", help="per-stage timings, fps and memory for each runtime")
+    p = sub.add_parser("bench", help="per-stage timings, fps, CPU share at 10 fps and memory "
+                       "for each runtime, old defaults beside new")
     p.add_argument("--json", action="store_true")
     p.add_argument("--frames", type=int, default=200, help="frames per runtime (default 200)")
     p.add_argument("--runtime", choices=["ai-edge-litert", "tflite-runtime"],
                    help="only this runtime")
+    p.add_argument("--profile", default="old,new",
+                   help="comma-separated: old, new (the config defaults), or old plus one "
+                   "lever: shrink, skip, per-track (default old,new)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every profile this many times, interleaved; report medians")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OpenCV and interpreter threads, on as many pinned cores (default 1)")
+    p.add_argument("--paced-s", type=float, default=10.0,
+                   help="seconds of frames at 10 fps for the CPU share (default 10)")
     p.add_argument("--model-dir", help="model directory (default: the shipped model)")
     p.set_defaults(func=cmd_bench)
 

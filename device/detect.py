@@ -24,6 +24,8 @@ DEV_YUNET = (Path(__file__).resolve().parent.parent.parent
              / "shared" / "models" / "yunet" / YUNET_FILE)
 SMALL_SIDE = 160  # images whose longer side is below this are upscaled to it
 SMALL_PAD = 0.25  # then padded by this fraction of the side on every edge
+# YuNet's smallest anchors find faces of about 10 px; a margin keeps its boxes tight.
+YUNET_MIN_PX = 12
 
 
 class DetectorError(RuntimeError):
@@ -48,10 +50,12 @@ EMPTY = Detections(np.zeros((0, 4), np.int32), np.zeros((0,), np.float32))
 
 class FaceDetector(ABC):
     name: str = "?"
+    can_shrink = False  # whether input_width applies (its min-size logic is in frame px)
 
-    def __init__(self, min_face: int = 24, max_faces: int = 32) -> None:
+    def __init__(self, min_face: int = 24, max_faces: int = 32, input_width: int = 0) -> None:
         self.min_face = max(1, int(min_face))
         self.max_faces = max(1, int(max_faces))
+        self.input_width = max(0, int(input_width))
 
     @abstractmethod
     def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +70,31 @@ class FaceDetector(ABC):
     def describe(self) -> str:
         return self.name
 
+    def shrink_factor(self, w: int) -> float:
+        """The factor (<= 1) a frame w pixels wide is shrunk by before detection: down to
+        input_width, but never so far that a min_face face drops below YUNET_MIN_PX."""
+        if not (self.can_shrink and self.input_width) or w <= self.input_width:
+            return 1.0
+        return min(1.0, max(self.input_width / w, YUNET_MIN_PX / self.min_face))
+
     def detect(self, frame: np.ndarray) -> Detections:
+        h, w = frame.shape[:2]
+        shrink = self.shrink_factor(w)
+        if shrink < 1.0:
+            # Shrink before any colour conversion; an integer factor takes INTER_AREA's
+            # fast path (and averages, which keeps small faces' edges).
+            size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+            exact = abs(1 / shrink - round(1 / shrink)) < 1e-6
+            small = cv2.resize(_as_uint8(frame), size,
+                               interpolation=cv2.INTER_AREA if exact else cv2.INTER_LINEAR)
+            boxes, scores, points = self._detect_points(_as_bgr(small))
+            if boxes.shape[0] == 0:
+                return EMPTY
+            boxes = boxes * np.array([w / size[0], h / size[1]] * 2, np.float32)
+            if points is not None:
+                points = points * np.array([w / size[0], h / size[1]], np.float32)
+            return self._finish(boxes, scores, w, h, 1.0, points)
         bgr = _as_bgr(frame)
-        h, w = bgr.shape[:2]
         scale, pad = 1.0, 0
         if max(h, w) < SMALL_SIDE:
             scale = SMALL_SIDE / max(h, w)
@@ -107,9 +133,14 @@ class FaceDetector(ABC):
         return Detections(np.round(out[order]).astype(np.int32), sc[order], lms)
 
 
-def _as_bgr(frame: np.ndarray) -> np.ndarray:
+def _as_uint8(frame: np.ndarray) -> np.ndarray:
     if frame.dtype != np.uint8:
         raise ValueError(f"expected a uint8 frame, got {frame.dtype}")
+    return frame
+
+
+def _as_bgr(frame: np.ndarray) -> np.ndarray:
+    _as_uint8(frame)
     if frame.ndim == 2:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     if frame.ndim == 3 and frame.shape[2] == 4:
@@ -121,10 +152,12 @@ def _as_bgr(frame: np.ndarray) -> np.ndarray:
 
 class YuNetDetector(FaceDetector):
     name = "yunet"
+    can_shrink = True
 
     def __init__(self, model_path: Path, score_threshold: float = 0.7,
-                 nms_threshold: float = 0.3, min_face: int = 24, max_faces: int = 32) -> None:
-        super().__init__(min_face, max_faces)
+                 nms_threshold: float = 0.3, min_face: int = 24, max_faces: int = 32,
+                 input_width: int = 0) -> None:
+        super().__init__(min_face, max_faces, input_width)
         self.model_path = Path(model_path)
         self._size = (320, 240)
         try:
@@ -192,15 +225,23 @@ def find_yunet(configured: Path | None) -> Path | None:
     return None
 
 
+def set_threads(n: int) -> None:
+    """OpenCV's worker threads, for the whole process (detection, resizing, decoding)."""
+    cv2.setNumThreads(max(1, int(n)))
+
+
 def make_detector(model_path: Path | None = None, kind: str = "auto",
                   score_threshold: float = 0.7, nms_threshold: float = 0.3,
-                  min_face: int = 24, max_faces: int = 32) -> FaceDetector:
-    """kind: "auto" (YuNet if found, else Haar with a warning), "yunet" or "haar"."""
+                  min_face: int = 24, max_faces: int = 32,
+                  input_width: int = 0) -> FaceDetector:
+    """kind: "auto" (YuNet if found, else Haar with a warning), "yunet" or "haar".
+    input_width: shrink frames to this width for detection (YuNet only; 0 = never)."""
     if kind == "haar":
         return HaarDetector(min_face, max_faces)
     path = find_yunet(model_path)
     if path is not None:
-        return YuNetDetector(path, score_threshold, nms_threshold, min_face, max_faces)
+        return YuNetDetector(path, score_threshold, nms_threshold, min_face, max_faces,
+                             input_width)
     if kind == "yunet":
         raise DetectorError(f"YuNet model not found at {model_path or DEV_YUNET} (download "
                             f"{YUNET_FILE} from opencv_zoo or set detector.kind = \"haar\")")

@@ -138,17 +138,25 @@ def sha256_file(path: Path) -> str:
 
 def load_manifest(path: Path) -> Manifest:
     try:
-        data = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError as e:
         raise ManifestError(f"manifest not found: {path}") from e
-    except (OSError, json.JSONDecodeError) as e:
+    except OSError as e:
         raise ManifestError(f"manifest {path} is not readable JSON: {e}") from e
+    return parse_manifest(data, str(path))
+
+
+def parse_manifest(data: bytes, where: str) -> Manifest:
     try:
-        return Manifest.model_validate(data)
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"manifest {where} is not readable JSON: {e}") from e
+    try:
+        return Manifest.model_validate(doc)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ManifestError(f"manifest {path}: {where}: {first['msg']}") from e
+        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise ManifestError(f"manifest {where}: {loc}: {first['msg']}") from e
 
 
 def verify_model_file(manifest: Manifest, model_path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from device.assemble import StartupError
-from device.bundle import BundleError
+from device.bundle import BundleError, read_public_key
 from device.config import Config, ConfigError, load_config
 from device.config.model import STATE_DIR
 from device.daemonctl import DaemonError, StatusWatcher, describe_status, find_daemon, runs_model
@@ -80,20 +80,23 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 def _public_key(args: argparse.Namespace, cfg: Config | None) -> str | None:
-    if getattr(args, "allow_unsigned", False):
-        return None
     f = Path(args.public_key) if args.public_key else (cfg.model.public_key_file if cfg
                                                          else None)
+    if getattr(args, "allow_unsigned", False):
+        if f is not None:
+            # A leaked shell or a careless script must not be able to skip the signature:
+            # an operator who means it removes the key from the config first.
+            where = "--public-key" if args.public_key else "model.public_key_file"
+            raise StartupError(f"--allow-unsigned refused: a public key is configured "
+                               f"({where} = {f}); unsigned bundles are refused while it is "
+                               "(remove the key from the config first if you mean it)", 2)
+        return None
     if f is None:
         return None
     try:
-        key = f.read_text().strip()
-    except OSError as e:
-        raise StartupError(f"public key {f}: {e.strerror or e}", 2) from None
-    if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
-        raise StartupError(f"public key {f}: not an Ed25519 public key (64 hex digits, "
-                           "the .pub file `moodcam-train keygen` writes)", 2)
-    return key
+        return read_public_key(f)
+    except BundleError as e:
+        raise StartupError(str(e), 2) from None
 
 
 def _switch(t: Target, to: Version, back: Version | None, args: argparse.Namespace) -> str:
@@ -269,7 +272,7 @@ def add_model_commands(p: argparse.ArgumentParser) -> None:
     q.add_argument("--public-key", help="Ed25519 public key file (default: "
                    "model.public_key_file); unsigned bundles are then refused")
     q.add_argument("--allow-unsigned", action="store_true",
-                   help="skip the signature check (the installer's shipped model)")
+                   help="accept an unsigned bundle; refused while a public key is configured")
     q.add_argument("--allow-label-change", action="store_true",
                    help="accept a model whose label set differs from the running one")
     q.add_argument("--keep", type=int, default=DEFAULT_KEEP, choices=range(2, 100),

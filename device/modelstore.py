@@ -3,9 +3,15 @@
 Layout of the store directory (default /var/lib/moodcam/models, where the daemon's
 `resolve_model_dir` looks for `current`):
 
-    versions/<id>/            manifest.json, model.tflite, golden.npz[, manifest.json.sig]
+    versions/<id>/            manifest.json, model.tflite, golden.npz, bundle.json[, bundle.sig]
     current -> versions/<id>  the model the daemon loads
     .lock                     serialises `moodcam model` commands
+
+Ownership: the store and everything in it belong to root (group: the state directory's,
+i.e. the daemon's, mode 0750), so the daemon reads models and can change none. Its parent
+belongs to the daemon's user, so a command opens the store once with O_NOFOLLOW, checks
+its owner and mode (device/safefs.py) and works through that descriptor from then on:
+renaming or replacing `models` in the parent cannot redirect anything root does.
 
 Power cuts: a version is unpacked under versions/.tmp-*, its files and directory are
 fsynced, and only then is it renamed to its final name; `current` changes by renaming a
@@ -37,10 +43,12 @@ from device.bundle import (
     SIGNATURE,
     BundleError,
     check_golden,
-    extract_bundle,
     load_golden,
+    verify_installed,
 )
-from device.manifest import Manifest, ManifestError, load_manifest, verify_model_file
+from device.bundleread import unpack
+from device.manifest import Manifest, ManifestError
+from device.safefs import fd_path, open_dir
 
 CURRENT = "current"
 VERSIONS = "versions"
@@ -83,6 +91,10 @@ class Staged:
     def id(self) -> str:
         return version_id(self.manifest, (self.path / MANIFEST).read_bytes())
 
+    @property
+    def name(self) -> str:
+        return self.path.name
+
 
 def version_id(manifest: Manifest, manifest_bytes: bytes) -> str:
     """`<version>-<manifest digest>`: the manifest pins the model by sha256, so one id is
@@ -109,53 +121,77 @@ def _rmtree(path: Path) -> None:
 class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.versions_dir = root / VERSIONS
-        self.current_link = root / CURRENT
+        self._fd: int | None = None  # the store opened under the lock
+
+    @property
+    def base(self) -> Path:
+        """The store itself while locked (its descriptor), else its path (reading only)."""
+        return self.root if self._fd is None else fd_path(self._fd)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.base / VERSIONS
+
+    @property
+    def current_link(self) -> Path:
+        return self.base / CURRENT
 
     # -- locking and recovery ---------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the store exclusively; clear what an interrupted command left behind."""
         try:
-            self.versions_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            root = os.geteuid() == 0
+            fd = open_dir(self.root, create=True, mode=0o750 if root else 0o755,
+                          group=os.stat(self.root.parent).st_gid if root else None)
         except OSError as e:
-            raise StoreError(f"cannot write the model store {self.root}: "
+            raise StoreError(f"cannot use the model store {self.root}: "
                              f"{e.strerror or e} (run as root?)") from None
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreError(f"another `moodcam model` command is using {self.root}; "
-                                 "try again when it has finished") from None
-            self.recover()
-            yield
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(VERSIONS, 0o755, dir_fd=fd)
+                lock = os.open(".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600,
+                               dir_fd=fd)
+            except OSError as e:
+                raise StoreError(f"cannot write the model store {self.root}: "
+                                 f"{e.strerror or e} (run as root?)") from None
+            try:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreError(f"another `moodcam model` command is using {self.root}; "
+                                     "try again when it has finished") from None
+                self._fd = fd
+                self.recover()
+                yield
+            finally:
+                os.close(lock)
         finally:
+            self._fd = None
             os.close(fd)
 
     def recover(self) -> list[str]:
         """Remove partial versions and temporary links (call only under the lock)."""
         removed = []
-        for parent in (self.root, self.versions_dir):
+        for parent in (self.base, self.versions_dir):
             if not parent.is_dir():
                 continue
             for entry in parent.iterdir():
                 if entry.name.startswith((TMP, CURRENT + TMP)):
                     _rmtree(entry)
-                    removed.append(str(entry.relative_to(self.root)))
+                    removed.append(str(entry.relative_to(self.base)))
         return removed
 
     # -- reading ----------------------------------------------------------------------
     def _load(self, path: Path) -> Version:
         manifest, problem = None, None
         try:
-            m = load_manifest(path / MANIFEST)
-            verify_model_file(m, path / m.model_file)
-            if not (path / GOLDEN).is_file():
-                raise ManifestError(f"{GOLDEN} is missing")
-            manifest = m
-        except ManifestError as e:
-            problem = str(e)
+            # Every file against the bundle index, as the daemon checks it (without a key).
+            manifest = verify_installed(path, None)
+        except BundleError as e:
+            problem = str(e).replace(f"{path}/", "").replace(f"{path}: ", "")
         return Version(path.name, path, manifest, problem, path.stat().st_mtime,
                        (path / SIGNATURE).is_file())
 
@@ -196,14 +232,24 @@ class ModelStore:
 
     # -- writing (under the lock) -------------------------------------------------------
     def stage(self, bundle: Path, public_key: str | None) -> Staged:
-        """Unpack and verify a bundle (tar, signature, manifest, sha256) inside the store."""
-        tmp = self.versions_dir / f"{TMP}{secrets.token_hex(4)}"
+        """Unpack and verify a bundle (signature, sizes, sha256, manifest) inside the store:
+        a directory of root's that only this command writes, removed if anything fails."""
+        assert self._fd is not None, "stage() needs the lock"
+        name = f"{TMP}{secrets.token_hex(4)}"
+        vfd = os.open(VERSIONS, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self._fd)
         try:
-            manifest = extract_bundle(bundle, tmp, public_key)
-        except BundleError as e:
+            os.mkdir(name, 0o700, dir_fd=vfd)
+            tfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=vfd)
+        finally:
+            os.close(vfd)
+        tmp = self.versions_dir / name
+        try:
+            manifest = unpack(bundle, tfd, public_key)
+        except BundleError:
             _rmtree(tmp)
-            # Name files as they are in the bundle, not by the staging path.
-            raise BundleError(str(e).replace(f"{tmp}/", "")) from e
+            raise
+        finally:
+            os.close(tfd)
         return Staged(tmp, manifest)
 
     def discard(self, staged: Staged) -> None:
@@ -221,13 +267,20 @@ class ModelStore:
                 raise StoreError(f"version {staged.id} is current but damaged "
                                  f"({existing.problem}); roll back first")
             _rmtree(final)
-        for f in staged.path.iterdir():
-            os.chmod(f, 0o644)
-            _fsync_path(f)
-        os.chmod(staged.path, 0o755)
-        os.utime(staged.path, (0, 0))  # never current yet
-        _fsync_path(staged.path, directory=True)
-        self._adopt(staged.path)
+        dfd = os.open(staged.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for f in os.listdir(dfd):
+                ffd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+                try:
+                    os.fchmod(ffd, 0o644)  # the store's 0750 keeps out all but the daemon
+                    os.fsync(ffd)
+                finally:
+                    os.close(ffd)
+            os.fchmod(dfd, 0o755)
+            os.utime(dfd, (0, 0))  # never current yet
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
         os.rename(staged.path, final)
         _fsync_path(self.versions_dir, directory=True)
         return self._load(final)
@@ -239,12 +292,11 @@ class ModelStore:
         if self.current_link.exists() and not self.current_link.is_symlink():
             raise StoreError(f"{self.current_link} is not a symlink, so it cannot be swapped "
                              "atomically; move it away (or point model.dir elsewhere)")
-        tmp = self.root / f"{CURRENT}{TMP}{secrets.token_hex(4)}"
+        tmp = self.base / f"{CURRENT}{TMP}{secrets.token_hex(4)}"
         # Relative, so the store still works when seen from a chroot or another prefix.
         os.symlink(f"{VERSIONS}/{vid}", tmp)
-        self._adopt(tmp)
         os.replace(tmp, self.current_link)
-        _fsync_path(self.root, directory=True)
+        _fsync_path(self.base, directory=True)
         now = time.time()
         os.utime(self.versions_dir / vid, (now, now))
         _fsync_path(self.versions_dir / vid, directory=True)
@@ -252,7 +304,7 @@ class ModelStore:
     def deactivate(self) -> None:
         """Remove `current` (the daemon then uses the model shipped with moodcam)."""
         self.current_link.unlink(missing_ok=True)
-        _fsync_path(self.root, directory=True)
+        _fsync_path(self.base, directory=True)
 
     def remove(self, vid: str) -> None:
         if vid == self.current_id():
@@ -276,17 +328,6 @@ class ModelStore:
                 removed.append(v.id)
         return removed
 
-    def _adopt(self, path: Path) -> None:
-        """As root, give new entries the store's owner (the daemon's user) so it can read."""
-        if os.geteuid() != 0:
-            return
-        st = self.root.stat()
-        if st.st_uid == 0 and st.st_gid == 0:
-            return
-        paths = [path, *path.iterdir()] if path.is_dir() and not path.is_symlink() else [path]
-        for p in paths:
-            os.lchown(p, st.st_uid, st.st_gid)
-
 
 def check_model(staged: Staged, prefer: str | None, running_labels: list[str] | None,
                 allow_label_change: bool = False) -> str:
@@ -308,8 +349,9 @@ def check_model(staged: Staged, prefer: str | None, running_labels: list[str] | 
     except (ManifestError, ModelLoadError, RuntimeUnavailable) as e:
         raise BundleError(str(e).replace(str(staged.path) + "/", "")) from e
     golden = load_golden(staged.path / GOLDEN)
-    if len(golden.inputs) == 0:
-        raise BundleError("bundle has no golden samples")
+    if list(golden.inputs.shape[1:]) != m.input.shape[1:] or golden.inputs.dtype != m.input.dtype:
+        raise BundleError(f"golden inputs are {golden.inputs.dtype} {list(golden.inputs.shape)},"
+                          f" the model takes {m.input.dtype} {m.input.shape}")
     try:
         check_golden(clf.interpreter.invoke, golden)
     except (ValueError, RuntimeError) as e:

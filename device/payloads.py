@@ -15,8 +15,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-MOOD_SCHEMA = "moodcam/mood/1"
-STATUS_SCHEMA = "moodcam/status/1"
+MOOD_SCHEMA = "moodcam/mood/2"
+STATUS_SCHEMA = "moodcam/status/2"
 
 
 class PayloadError(ValueError):
@@ -24,7 +24,8 @@ class PayloadError(ValueError):
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """A schema by name ('mood' or 'status') from the installed package."""
+    """A schema by name from the installed package: 'mood' and 'status' are the current
+    versions; 'mood-1' and 'status-1' the first ones, kept for reference."""
     text = resources.files("device").joinpath("schemas", f"{name}.schema.json").read_text(
         encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
@@ -69,8 +70,11 @@ def validate_mood(obj: Any) -> None:
             problems.append("$.dwell_s.count: differs from viewers_total")
         if (dwell["count"] == 0) != (dwell["mean"] is None):
             problems.append("$.dwell_s: statistics must be null exactly when count is 0")
-        if datetime.fromisoformat(obj["end"]) < datetime.fromisoformat(obj["start"]):
-            problems.append("$.end: before start")
+        if datetime.fromisoformat(obj["end"]) <= datetime.fromisoformat(obj["start"]):
+            problems.append("$.end: not after start")
+        expected = f"{obj['device_id']}/{obj['stream']}/{obj['seq']}"
+        if obj["window_id"] != expected:
+            problems.append(f"$.window_id: {obj['window_id']!r} is not {expected!r}")
     _raise("mood", problems)
 
 

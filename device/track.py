@@ -15,6 +15,17 @@ The mood of a track (the confidence-weighted vote):
 
 A track counts only after min_hits detections (detector flicker never becomes a viewer)
 and ends max_age_s after it was last seen; its dwell time is first to last sighting.
+
+Classification per track (device.schedule): `associate` matches a frame's boxes without
+moods, `due` says whether a track needs a classification now (always when new or not
+yet settled, then every `classify_every` frames), `record` adds one to its vote, and
+`mood_of` is the track's current mood for the faces that were not classified. A mood is
+settled once the track has `settle_after` classifications and its vote is a label that
+one more classification for the runner-up, at full confidence, could not change.
+`carry` gives the boxes seen at the last detection for frames the detector skips; they
+add no hits but extend the sighting (a face is assumed in view until a detection misses
+it), so a track's dwell starts up to one detection interval late and ends up to one
+late, rather than always ending early.
 """
 
 from __future__ import annotations
@@ -54,13 +65,20 @@ class _Track:
     counts: dict[str, int] = field(default_factory=dict)
     unknown_conf: float = 0.0
     unknown_n: int = 0
+    classified: int = 0  # classifications so far
+    since_mood: int = 0  # frames in view since the last classification
 
     def observe(self, ts: float, box: np.ndarray, mood: Mood | None) -> None:
         self.last = ts
         self.box = box
         self.hits += 1
-        if mood is None:
-            return
+        self.since_mood += 1
+        if mood is not None:
+            self.add_mood(mood)
+
+    def add_mood(self, mood: Mood) -> None:
+        self.classified += 1
+        self.since_mood = 0
         if mood.label == UNKNOWN:
             self.unknown_conf += mood.confidence
             self.unknown_n += 1
@@ -80,6 +98,18 @@ def vote(weights: dict[str, float], vote_share: float) -> str:
     if w / total >= vote_share and w > runner:
         return best
     return UNKNOWN
+
+
+def settled(weights: dict[str, float], vote_share: float) -> bool:
+    """The vote is a label that one more full-confidence vote for the runner-up (or for
+    another label, when there is none) could not change."""
+    label = vote(weights, vote_share)
+    if label == UNKNOWN:
+        return False
+    others = [k for k in weights if k != label]
+    runner = max(others, key=lambda k: weights[k]) if others else "\0other"
+    worst = {**weights, runner: weights.get(runner, 0.0) + 1.0}
+    return vote(worst, vote_share) == label
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -106,6 +136,7 @@ class Tracker:
         self.vote_share = vote_share
         self._tracks: list[_Track] = []
         self._next_id = 1
+        self._seen: list[_Track] = []  # the tracks matched or born at the last detection
         self.discarded = 0  # tracks that ended below min_hits (flicker)
 
     @property
@@ -119,29 +150,89 @@ class Tracker:
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
         if moods and len(moods) != len(b):
             raise ValueError(f"{len(b)} boxes but {len(moods)} moods")
+        ids, finished = self.associate(ts, b)
+        for tid, m in zip(ids, moods, strict=False):
+            if m is not None:
+                self.record(tid, m)
+        return ids, finished
+
+    def associate(self, ts: float, boxes: np.ndarray | Sequence[Sequence[float]]
+                  ) -> tuple[list[int], list[FinishedTrack]]:
+        """A detected frame's boxes, without moods: the track id of each box and the
+        tracks that ended."""
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
         finished = self._expire(ts)
         ids = [0] * len(b)
-        matched = self._match(b)
-        for ti, bi in matched:
+        self._seen = []
+        for ti, bi in self._match(b):
             t = self._tracks[ti]
-            t.observe(ts, b[bi], moods[bi] if moods else None)
+            t.observe(ts, b[bi], None)
             ids[bi] = t.track_id
+            self._seen.append(t)
         for bi in range(len(b)):
             if ids[bi]:
                 continue
             t = _Track(self._next_id, ts, ts, b[bi])
             self._next_id += 1
-            t.observe(ts, b[bi], moods[bi] if moods else None)
+            t.observe(ts, b[bi], None)
             self._tracks.append(t)
+            self._seen.append(t)
             ids[bi] = t.track_id
         return ids, finished
+
+    def carry(self, ts: float) -> tuple[list[int], np.ndarray]:
+        """For a frame the detector skipped: the tracks seen at the last detection and
+        their boxes there."""
+        open_ = {id(t) for t in self._tracks}  # identity: tracks hold arrays
+        seen = [t for t in self._seen if id(t) in open_]
+        for t in seen:
+            t.last = max(t.last, ts)
+            t.since_mood += 1
+        boxes = np.stack([t.box for t in seen]) if seen else np.zeros((0, 4))
+        return [t.track_id for t in seen], boxes
+
+    def _get(self, track_id: int) -> _Track:
+        for t in self._tracks:
+            if t.track_id == track_id:
+                return t
+        raise KeyError(f"no open track {track_id}")
+
+    def record(self, track_id: int, mood: Mood) -> None:
+        """One classification of the track's face joins its vote."""
+        self._get(track_id).add_mood(mood)
+
+    def due(self, track_id: int, classify_every: int, settle_after: int) -> bool:
+        """Whether the track's face should be classified in this frame."""
+        t = self._get(track_id)
+        if (classify_every <= 1 or t.classified < settle_after
+                or not settled(t.weights, self.vote_share)):
+            return True
+        return t.since_mood >= classify_every
+
+    def mood_of(self, track_id: int) -> Mood:
+        """The track's current mood: its vote, with the mean confidence of that label's
+        classifications (of all of them for unknown)."""
+        return self._mood(self._get(track_id))
+
+    def _mood(self, t: _Track) -> Mood:
+        label = vote(t.weights, self.vote_share)
+        if label == UNKNOWN:
+            n = sum(t.counts.values()) + t.unknown_n
+            conf = (sum(t.weights.values()) + t.unknown_conf) / n if n else 0.0
+        else:
+            conf = t.weights[label] / t.counts[label]
+        return Mood(label, conf, label, ())
 
     def finish_all(self) -> list[FinishedTrack]:
         """End every open track (shutdown, end of a replay)."""
         done = [self._finish(t) for t in self._tracks if t.hits >= self.min_hits]
         self.discarded += sum(1 for t in self._tracks if t.hits < self.min_hits)
-        self._tracks = []
+        self._tracks, self._seen = [], []
         return done
+
+    def snapshot(self) -> list[FinishedTrack]:
+        """The confirmed tracks as if they ended now (for a crash checkpoint)."""
+        return [self._finish(t) for t in self._tracks if t.hits >= self.min_hits]
 
     def _expire(self, ts: float) -> list[FinishedTrack]:
         keep, done = [], []
@@ -156,13 +247,9 @@ class Tracker:
         return done
 
     def _finish(self, t: _Track) -> FinishedTrack:
-        label = vote(t.weights, self.vote_share)
-        if label == UNKNOWN:
-            n = sum(t.counts.values()) + t.unknown_n
-            conf = (sum(t.weights.values()) + t.unknown_conf) / n if n else 0.0
-        else:
-            conf = t.weights[label] / t.counts[label]
-        return FinishedTrack(t.track_id, t.first, t.last, t.hits, label, conf, dict(t.weights))
+        m = self._mood(t)
+        return FinishedTrack(t.track_id, t.first, t.last, t.hits, m.label, m.confidence,
+                             dict(t.weights))
 
     def _match(self, b: np.ndarray) -> list[tuple[int, int]]:
         """Greedy matching: highest IoU first, then nearest centroids for the rest."""
@@ -192,19 +279,4 @@ class Tracker:
         dist = np.linalg.norm(tc[:, None, :] - bc[None, :, :], axis=2)
         side = np.maximum(tb[:, 2:].max(axis=1)[:, None], b[:, 2:].max(axis=1)[None, :])
         greedy(dist / np.maximum(side, 1e-9), self.max_distance)
-        return pairs
-        tc = tb[:, :2] + tb[:, 2:] / 2
-        bc = b[:, :2] + b[:, 2:] / 2
-        dist = np.linalg.norm(tc[:, None, :] - bc[None, :, :], axis=2)
-        side = np.maximum(tb[:, 2:].max(axis=1)[:, None], b[:, 2:].max(axis=1)[None, :])
-        rel = dist / np.maximum(side, 1e-9)
-        for flat in np.argsort(rel, axis=None):
-            ti, bi = divmod(int(flat), len(b))
-            if rel[ti, bi] > self.max_distance:
-                break
-            if ti in used_t or bi in used_b:
-                continue
-            pairs.append((ti, bi))
-            used_t.add(ti)
-            used_b.add(bi)
         return pairs

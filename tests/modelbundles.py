@@ -8,6 +8,7 @@ shipped one with one thing broken, as an operator could get them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import tarfile
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import write_bundle
+from device.bundle import FORMAT, sign, write_bundle
 from device.manifest import sha256_file
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -52,10 +53,37 @@ def bundle(tmp: Path, name: str, variant: int = 0,
     if edit is None:
         return write_bundle(out, d, key)
     # write_bundle refuses manifests that do not match their model: pack by hand.
-    with tarfile.open(out, "w") as tar:
-        for f in FILES:
-            tar.add(d / f, arcname=f)
+    return pack(out, {f: (d / f).read_bytes() for f in FILES}, key)
+
+
+def index_of(files: dict[str, bytes]) -> bytes:
+    return json.dumps({"format": FORMAT, "members": [
+        {"name": n, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+        for n, b in files.items()]}).encode()
+
+
+def pack(out: Path, files: dict[str, bytes], key: bytes | None = None,
+         index: bytes | None = None, members: dict[str, bytes] | None = None,
+         mode: str = "w", signature: bytes | None = None) -> Path:
+    """A format-2 bundle as an attacker or a buggy tool could make it: the index of
+    `files` (or `index`), signed with `key`, followed by `members` (default: `files`)."""
+    idx = index if index is not None else index_of(files)
+    with tarfile.open(out, mode) as tar:
+        entries = [("bundle.json", idx)]
+        if key is not None or signature is not None:
+            entries.append(("bundle.sig", signature or sign(idx, key or b"")))
+        entries += list((members if members is not None else files).items())
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return out
+
+
+def shipped_files(tmp: Path | None = None, variant: int = 0) -> dict[str, bytes]:
+    """The shipped model's files, or (in tmp) those of variant n of it."""
+    d = MODELS if variant == 0 or tmp is None else model_copy(tmp / f"files-{variant}", variant)
+    return {f: (d / f).read_bytes() for f in FILES}
 
 
 def golden_off(tmp: Path, name: str) -> Path:

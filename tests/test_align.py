@@ -132,6 +132,7 @@ def test_device_and_training_align_the_same_face_identically(
     # And the pipeline classifies that aligned tensor.
     pipe = Pipeline.build(det, clf, "parity")
     assert pipe.classify(face, dets)[0] == clf.classify(device)
+    assert Pipeline.build(det, clf, "run").process(face, 0.0)[0].mood == clf.classify(device)
 
 
 def test_training_falls_back_to_the_plain_face_without_landmarks() -> None:
@@ -179,3 +180,15 @@ def test_yunet_eye_landmarks_follow_only_part_of_a_head_roll(
     assert rolls[25.0] < rolls[0.0] < rolls[-25.0]
     # ...but by well under half of the 25 degrees.
     assert abs(rolls[25.0] - rolls[0.0]) < 12.5 and abs(rolls[-25.0] - rolls[0.0]) < 12.5
+
+
+def test_landmarks_survive_the_shrunk_detection(yunet_path: Path,
+                                                astronaut_bgr: np.ndarray) -> None:
+    """detector.input_width shrinks wide frames for detection; landmarks come back in
+    frame pixels like the boxes."""
+    full = YuNetDetector(yunet_path).detect(astronaut_bgr)
+    det = YuNetDetector(yunet_path, input_width=256)
+    assert det.shrink_factor(astronaut_bgr.shape[1]) < 1.0
+    small = det.detect(astronaut_bgr)
+    assert full.landmarks is not None and small.landmarks is not None
+    assert np.abs(small.landmarks - full.landmarks).max() < 6.0  # px, of a 90 px face

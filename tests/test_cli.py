@@ -112,8 +112,10 @@ def test_replay_video_prints_deterministic_windows(video: Path, model_dir: Path)
     p = moodcam(*args)
     assert p.returncode == 0, p.stderr
     out = jsonl(p.stdout)
-    assert [w["window_id"] for w in out] == ["shop-12/1970-01-01T00:00:00Z/-",
-                                             "shop-12/1970-01-01T00:00:05Z/-"]
+    # Never spooled: the replay stream (zeros) and numbers from 1, so a rerun is identical.
+    assert [w["window_id"] for w in out] == ["shop-12/0000000000000000/1",
+                                             "shop-12/0000000000000000/2"]
+    assert [w["start"] for w in out] == ["1970-01-01T00:00:00Z", "1970-01-01T00:00:05Z"]
     for i, w in enumerate(out, 1):
         assert w["seq"] == i
         validate_mood(w)
@@ -135,7 +137,8 @@ def test_replay_folder_with_start_time(images: dict[str, str], model_dir: Path) 
                 str(model_dir))
     assert p.returncode == 0, p.stderr
     (w,) = jsonl(p.stdout)
-    assert w["window_id"].endswith("/2026-11-24T07:00:00Z/promo-42")
+    assert w["window_id"].endswith("/0000000000000000/1")
+    assert w["start"] == "2026-11-24T07:00:00Z"
     assert w["frames"] == 3 and w["detections_total"] == 31 and w["content_id"] == "promo-42"
     assert w["end"] == "2026-11-24T07:00:01.500Z"
 
@@ -179,13 +182,29 @@ def test_version_and_reserved_model_group() -> None:
 
 @pytest.mark.slow
 def test_bench_json(model_dir: Path) -> None:
-    p = moodcam("bench", "--json", "--frames", "5", "--model-dir", str(model_dir))
+    """A smoke test, not a timing: old and new defaults run side by side per runtime."""
+    p = moodcam("bench", "--json", "--frames", "20", "--paced-s", "1", "--model-dir",
+                str(model_dir))
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["frames"] == 5 and r["runtimes"]
-    for res in r["runtimes"].values():
-        assert set(res["stage_ms"]) == {"capture", "detect", "crop", "classify", "track",
-                                        "aggregate", "publish"}
-        assert res["fps"] > 0 and res["peak_rss_mb"] > 10
-        assert 1 <= res["faces_per_frame"] <= 3
-        assert res["invoke_ms_median"] > 0 and res["views_per_face"] == 4
+    assert r["frames"] == 20 and r["paced_frames"] == 10 and r["runtimes"]
+    for by_profile in r["runtimes"].values():
+        assert set(by_profile) == {"old", "new"}
+        for res in by_profile.values():
+            assert set(res["stage_ms"]) == {"capture", "detect", "crop", "classify",
+                                            "track", "aggregate", "publish"}
+            assert res["fps"] > 0 and res["peak_rss_mb"] > 10
+            assert 0 < res["cpu_share_10fps"] <= 1.5 and res["cpu_ms_per_frame"] > 0
+            assert 1 <= res["faces_per_frame"] <= 3
+            assert res["invoke_ms_median"] > 0 and res["views_per_face"] == 4
+        old, new = by_profile["old"], by_profile["new"]
+        # Every face of every frame, 4 views each, against detection on every 5th frame
+        # and classification per track.
+        assert old["detect_share"] == 1.0 and new["detect_share"] < 0.5
+        assert old["invokes_per_frame"] == pytest.approx(4 * old["faces_per_frame"], abs=0.05)
+        assert new["invokes_per_frame"] < old["invokes_per_frame"] / 2
+
+
+def test_bench_rejects_an_unknown_profile() -> None:
+    p = moodcam("bench", "--profile", "old,fastest")
+    assert p.returncode != 0 and "unknown profile fastest" in one_error_line(p)

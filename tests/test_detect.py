@@ -130,3 +130,28 @@ def test_corrupt_yunet_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_frames_must_be_uint8(yunet_path: Path) -> None:
     with pytest.raises(ValueError):
         YuNetDetector(yunet_path).detect(np.zeros((10, 10, 3), np.float32))
+
+
+def test_detection_on_a_shrunk_frame_maps_boxes_back(yunet_path: Path,
+                                                     astronaut_bgr: np.ndarray) -> None:
+    frame = cv2.resize(astronaut_bgr, (640, 640))  # the face ~115 px wide
+    full = YuNetDetector(yunet_path, min_face=36).detect(frame)
+    det = YuNetDetector(yunet_path, min_face=36, input_width=320)
+    assert det.shrink_factor(640) == 0.5
+    shrunk = det.detect(frame)
+    assert len(full) == len(shrunk) == 1
+    assert iou(shrunk.boxes[0], tuple(full.boxes[0])) > 0.85  # full-frame pixels
+    # The mosaic's ~50 px faces survive a shrink to 320 (25 px, above YuNet's ~10 px).
+    assert len(YuNetDetector(yunet_path, min_face=30, max_faces=64,
+                             input_width=320).detect(mosaic(astronaut_bgr))) == 30
+
+
+def test_shrinking_stops_where_min_face_would_vanish(yunet_path: Path) -> None:
+    # min_face 36 at 1/4 would be 9 px, below YuNet's reach: shrink only to 12/36.
+    assert YuNetDetector(yunet_path, min_face=36, input_width=160).shrink_factor(640) == 1 / 3
+    assert YuNetDetector(yunet_path, input_width=0).shrink_factor(640) == 1.0
+    assert YuNetDetector(yunet_path, input_width=640).shrink_factor(320) == 1.0
+    # The default, 640: a 640x480 camera's frames stay whole, a 1280x720 one's are halved.
+    assert YuNetDetector(yunet_path, min_face=36, input_width=640).shrink_factor(640) == 1.0
+    assert YuNetDetector(yunet_path, min_face=36, input_width=640).shrink_factor(1280) == 0.5
+    assert not HaarDetector.can_shrink  # its min-size logic is in frame pixels

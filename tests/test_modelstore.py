@@ -22,7 +22,7 @@ from device.classify import Classifier
 from device.cli import build_parser
 from device.modelstore import ModelStore
 from tests.broker import Broker, Subscriber, free_port
-from tests.modelbundles import MODELS, bundle, golden_off, sha_of
+from tests.modelbundles import MODELS, bundle, golden_off, index_of, sha_of, shipped_files
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(180)
@@ -122,12 +122,15 @@ BAD = {
 def _with_link(tmp: Path) -> Path:
     """A bundle whose model is a symlink to a file elsewhere on the device."""
     out = tmp / "link.tar"
+    files = shipped_files()
     with tarfile.open(out, "w") as tar:
-        for f in ("manifest.json", "golden.npz"):
-            tar.add(MODELS / f, arcname=f)
-        info = tarfile.TarInfo("model.tflite")
-        info.type, info.linkname = tarfile.SYMTYPE, str(MODELS / "model.tflite")
-        tar.addfile(info)
+        for name, data in [("bundle.json", index_of(files)), *files.items()]:
+            info = tarfile.TarInfo(name)
+            if name == "model.tflite":
+                info.type, info.linkname = tarfile.SYMTYPE, str(MODELS / "model.tflite")
+            else:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if info.size else None)
     return out
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +40,15 @@ def test_replay_of_a_demo_video_counts_one_viewer_per_face(
         capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
     assert f"{video}: 400 frames" in made.stdout
-    run = subprocess.run(
-        [sys.executable, "-m", "device.cli", "replay", str(video), "--window", "10", "--json",
-         "--model-dir", str(model_dir)],
-        capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    windows = [json.loads(line) for line in run.stdout.splitlines()]
+    def replay(*config: str) -> list[dict[str, Any]]:
+        run = subprocess.run(
+            [sys.executable, "-m", "device.cli", "replay", str(video), "--window", "10",
+             "--json", "--model-dir", str(model_dir), *config],
+            capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return [json.loads(line) for line in run.stdout.splitlines()]
+
+    windows = replay()  # the config defaults
     assert len(windows) == 4
     labels = json.loads((model_dir / "manifest.json").read_text())["labels"]
     for w in windows:
@@ -53,3 +57,12 @@ def test_replay_of_a_demo_video_counts_one_viewer_per_face(
         assert w["viewers_total"] == 1 and w["frames"] == 100
         assert w["detections_total"] >= 70
         assert set(w["viewers"]) == {*labels, "unknown"}
+    # The same moods as detecting and classifying every face of every frame (the
+    # defaults before the work-saving schedule).
+    old = tmp_path / "old.toml"
+    old.write_text('device_id = "demo"\n[detector]\ninput_width = 0\nevery_n_frames = 1\n'
+                   '[tracker]\nclassify_every = 1\n')
+    every_frame = replay("--config", str(old))
+    assert [w["viewers"] for w in windows] == [w["viewers"] for w in every_frame]
+    for new_w, old_w in zip(windows, every_frame, strict=True):
+        assert abs(new_w["detections_total"] - old_w["detections_total"]) <= 5

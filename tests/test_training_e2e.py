@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import check_golden, extract_bundle, load_golden
+from device.bundle import check_golden, load_golden
+from device.bundleread import extract_bundle
 from device.classify import Classifier
 from device.manifest import load_manifest, manifest_schema
 from device.preprocess import face_tensor
@@ -87,8 +88,8 @@ def test_bundle_installs_in_the_device_runtime_and_classifies(tiny_run: Path,
                                                               tmp_path: Path) -> None:
     bundle = tiny_run / "moodcam-fer-test-1.moodcam.tar"
     with tarfile.open(bundle) as tar:
-        assert sorted(tar.getnames()) == ["golden.npz", "manifest.json", "manifest.json.sig",
-                                          "model.tflite"]
+        assert tar.getnames() == ["bundle.json", "bundle.sig", "manifest.json",
+                                  "model.tflite", "golden.npz"]
     pub = (tiny_run.parent / "signing.key.pub").read_text()
     manifest = extract_bundle(bundle, tmp_path / "m", public_key=pub)
     clf = Classifier(manifest, tmp_path / "m" / "model.tflite")

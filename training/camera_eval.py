@@ -18,6 +18,7 @@ import numpy as np
 
 from device.align import face_input
 from device.classify import Classifier
+from device.config import DetectorConfig
 from device.detect import make_detector
 from device.manifest import load_manifest
 from device.preprocess import to_gray
@@ -48,13 +49,17 @@ def camera_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
                          crop_scales: list[float] | None = None, limit: int | None = None,
-                         seed: int = 0, split: str = "test") -> dict[str, Any]:
-    """`split` "validation" is the model's own fit validation set: scan crop scales there
-    when choosing one; "test" reports the chosen framing once."""
+                         seed: int = 0, input_width: int | None = None,
+                         split: str = "test") -> dict[str, Any]:
+    """input_width: the device's detector.input_width (None: its default). `split`
+    "validation" is the model's own fit validation set: scan crop scales there when
+    choosing one; "test" reports the chosen framing once."""
     mdir = model_dir_of(model)
     manifest = load_manifest(mdir / "manifest.json")
     clf = Classifier(manifest, mdir / manifest.model_file)
-    detector = make_detector(yunet, "auto")
+    dcfg = DetectorConfig()
+    width = dcfg.input_width if input_width is None else input_width
+    detector = make_detector(yunet, "auto", min_face=dcfg.min_face_px, input_width=width)
     test = fit_validation(data, split, manifest)
     if test is None:
         splits, _ = load_splits(data, drop_twins=False)
@@ -84,7 +89,9 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
             probs[s].append(clf.probabilities(face_input(gray, box, lm, pre)))
     out: dict[str, Any] = {"images": len(idx), "detected": len(emotions), "split": split,
                            "detection_rate": len(emotions) / max(1, len(idx)),
-                           "detector": detector.describe(), "by_crop_scale": {}}
+                           "detector": detector.describe(), "input_width": width,
+                           "detect_width": round(FRAME_W * detector.shrink_factor(FRAME_W)),
+                           "by_crop_scale": {}}
     for s in scales:
         m = evaluate_probs(np.stack(probs[s]), emotions, manifest.labels, clf.thresholds)
         out["by_crop_scale"][f"{s:g}"] = {
@@ -96,8 +103,10 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
 
 
 def format_camera(m: dict[str, Any]) -> str:
+    shrink = (f", frames shrunk to {m['detect_width']} px wide for detection"
+              if m.get("detect_width", FRAME_W) < FRAME_W else "")
     lines = [f"camera path [{m.get('split', 'test')}]: {m['detected']}/{m['images']} faces"
-             f" detected ({m['detection_rate']:.1%}) by {m['detector']}",
+             f" detected ({m['detection_rate']:.1%}) by {m['detector']}{shrink}",
              "| crop scale | happy-vs-sad | neutral leak | own-label acc. | coverage |",
              "|---|---|---|---|---|"]
     for s, r in m["by_crop_scale"].items():

@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --camera: compare these crop scales (e.g. 1.0,1.2,1.4)")
     e.add_argument("--detector", type=Path, help="YuNet .onnx (--camera, --align eyes)")
     e.add_argument("--limit", type=int, help="with --camera: evaluate this many faces")
+    e.add_argument("--input-width", type=int,
+                   help="with --camera: shrink frames to this width for detection, as the "
+                        "device's detector.input_width (default: its default; 0 = full frame)")
 
     x = sub.add_parser("export", help="pack a model directory into a deployable bundle")
     x.add_argument("--model", type=Path, required=True, help="directory with manifest.json")
@@ -209,7 +212,7 @@ def _evaluate(a: argparse.Namespace) -> int:
         from training.pipeline import find_yunet
 
         cam = evaluate_camera_path(a.model, a.data, find_yunet(a.detector), a.crop_scales,
-                                   a.limit, split=a.split)
+                                   a.limit, input_width=a.input_width, split=a.split)
         if a.out:
             write_metrics(cam, a.out)
         print(json.dumps(cam) if a.json else format_camera(cam))

@@ -98,6 +98,32 @@ class DetectorConfig(Section):
     max_faces: int = Field(
         30, ge=1, le=1000, description="Most faces classified per frame (largest first)."
     )
+    input_width: int = Field(
+        640, ge=0, le=4096,
+        description=(
+            "Width in pixels wider frames are shrunk to for detection (boxes are mapped back "
+            "and crops come from the full frame); 0 = always the full frame. Never shrunk so "
+            "far that a min_face_px face falls below what YuNet finds."
+        ),
+    )
+    every_n_frames: int = Field(
+        5, ge=1, le=30,
+        description=(
+            "Run the detector on every Nth frame; in between, the tracker carries the boxes. "
+            "1 = every frame."
+        ),
+    )
+    scene_change: float = Field(
+        12.0, ge=0, le=255,
+        description=(
+            "Detect at once when a frame's 32x24 gray thumbnail differs from the last "
+            "detected frame's by more than this mean absolute difference (0-255)."
+        ),
+    )
+    threads: int = Field(
+        1, ge=1, le=16,
+        description="OpenCV threads (detection, resizing; process-wide). 1 = least CPU.",
+    )
 
 
 class ModelConfig(Section):
@@ -134,7 +160,24 @@ class TrackerConfig(Section):
         1.5, gt=0, le=60, description="Seconds a track survives without a matching face."
     )
     min_hits: int = Field(
-        3, ge=1, le=100, description="Frames a track needs before it counts as a viewer."
+        3, ge=1, le=100,
+        description=("Frames a track needs before it counts as a viewer (with "
+                     "detector.every_n_frames > 1: detections spanning that many frames)."),
+    )
+    classify_every: int = Field(
+        10, ge=1, le=1000,
+        description=(
+            "Frames between classifications of a track whose mood is settled (new tracks "
+            "are classified at once, unsettled ones at every detection). 1 = every face "
+            "of every frame."
+        ),
+    )
+    settle_after: int = Field(
+        3, ge=1, le=100,
+        description=(
+            "Classifications a track needs before its mood can be settled (settled: the "
+            "weighted vote is a label one more contrary classification could not change)."
+        ),
     )
 
 
@@ -285,6 +328,36 @@ class SpoolConfig(Section):
         100000, ge=1, le=10_000_000,
         description="Most windows kept; beyond it the oldest are dropped and counted.",
     )
+    checkpoint_s: float = Field(
+        10.0, ge=1.0, le=600.0,
+        description="Seconds between checkpoints of the open window (and the viewers on "
+                    "screen) into the spool: the most a kill -9 or power cut can lose.",
+    )
+
+
+class ClockConfig(Section):
+    trust: Literal["ntp", "file", "always"] = Field(
+        "ntp",
+        description="When the wall clock counts as synchronised: 'ntp' once sync_file exists "
+                    "or the kernel says NTP synchronised it; 'file' only once sync_file "
+                    "exists; 'always' for a device with a real-time clock.",
+    )
+    sync_file: PathField = Field(
+        Path("/run/systemd/timesync/synchronized"),
+        description="File whose existence means the clock is synchronised "
+                    "(systemd-timesyncd creates this one).",
+    )
+    step_tolerance_s: float = Field(
+        2.0, gt=0, le=3600,
+        description="A wall-clock change larger than this (either way) is a step: the "
+                    "current window ends and a new one starts at the new time.",
+    )
+    hold_unsynced_s: float = Field(
+        3600.0, ge=0, le=30 * 86400,
+        description="Windows counted while the clock is unsynchronised wait this long for "
+                    "a sync (then they are restamped); after it they are published "
+                    "flagged clock 'unsynced'.",
+    )
 
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -322,6 +395,7 @@ class Config(Section):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker connection.")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Window spool.")
+    clock: ClockConfig = Field(default_factory=ClockConfig, description="Wall clock trust.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
 
     @field_validator("device_id")

@@ -169,15 +169,19 @@ def points(x: float) -> str:
 
 
 def describe_difference(a: str, b: str, mood: str, d: Difference | None,
-                        shares: Mapping[str, int], min_viewers: int) -> str:
-    """One plain sentence on whether campaigns a and b differ in their `mood` share."""
-    if d is None:
+                        shares: Mapping[str, int], min_viewers: int,
+                        shared: tuple[int, int] = (0, 0)) -> str:
+    """One plain sentence on whether campaigns a and b differ in their `mood` share.
+    `shares`: each campaign's classified viewers overall; `shared`: a's and b's classified
+    viewers in the device-hours where both were seen (when d could not be computed)."""
+    if d is None and shared == (0, 0):
         return (f"{a} vs {b}: not enough viewers to compare their {mood} shares: they were "
                 f"never both seen by the same device in the same hour ({shares.get(a, 0)} and "
                 f"{shares.get(b, 0)} classified viewers overall).")
-    if d.n1 < min_viewers or d.n2 < min_viewers:
+    n1, n2 = (d.n1, d.n2) if d is not None else shared
+    if d is None or n1 < min_viewers or n2 < min_viewers:
         return (f"{a} vs {b}: not enough viewers to tell their {mood} shares apart: "
-                f"{d.n1} and {d.n2} classified viewers in shared device-hours, at least "
+                f"{n1} and {n2} classified viewers in shared device-hours, at least "
                 f"{min_viewers} each are needed.")
     span = f"95% interval {points(d.low)} to {points(d.high)}"
     if not d.excludes_zero:

@@ -17,6 +17,9 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)  # tests/test_push.py: SSH "hosts" on loopback
 # tests/pg.py: a real PostgreSQL for the analyst side (initdb/pg_ctl, run unprivileged).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need+=(postgresql)
+# tests/test_report_html.py, tests/test_e2e*: the HTML report in a real headless browser.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt: installing ${need[*]}"

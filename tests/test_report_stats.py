@@ -122,3 +122,9 @@ def test_describe_difference_sentences() -> None:
     assert "not enough viewers" in describe_difference("A", "B", "happy", few, {}, 30)
     none = describe_difference("A", "B", "sad", None, {"A": 50, "B": 40}, 30)
     assert "never both seen by the same device in the same hour" in none and "50 and 40" in none
+
+
+def test_describe_difference_without_variance_is_not_enough_viewers() -> None:
+    text = describe_difference("A", "B", "happy", None, {"A": 5, "B": 4}, 30, (5, 4))
+    assert text == ("A vs B: not enough viewers to tell their happy shares apart: 5 and 4 "
+                    "classified viewers in shared device-hours, at least 30 each are needed.")

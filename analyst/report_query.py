@@ -1,0 +1,141 @@
+"""The report's SQL: every sum is a GROUP BY in the database, so the rows that reach Python
+grow with campaigns x devices x hours, not with windows.
+
+A cell is (content_id, device_id, hour), hour = floor(start_epoch / 3600): a window counts
+in the clock hour it started in. Portable SQLAlchemy Core for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, and_, case, cast, func, literal_column, select, true
+from sqlalchemy.sql import ColumnElement, Select
+
+from analyst import schema
+
+W = schema.windows
+L = schema.window_labels
+
+# Dwell histogram resolution (seconds) and the last bin (everything longer lands there).
+DWELL_BIN_S = 0.5
+DWELL_CAP_S = 300.0
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which windows the report covers (None: no limit)."""
+
+    since: float | None = None  # UTC epoch seconds, inclusive, on the window start
+    until: float | None = None  # exclusive
+    devices: tuple[str, ...] = ()
+
+    def where(self) -> ColumnElement[bool]:
+        conds: list[ColumnElement[bool]] = [true()]
+        if self.since is not None:
+            conds.append(W.c.start_epoch >= self.since)
+        if self.until is not None:
+            conds.append(W.c.start_epoch < self.until)
+        if self.devices:
+            conds.append(W.c.device_id.in_(self.devices))
+        return and_(*conds)
+
+
+def hour_bucket(conn: Connection) -> ColumnElement[Any]:
+    # PostgreSQL rounds when casting a double to an integer; floor() is exact there.
+    # SQLite's floor() exists only when built with math functions; CAST truncates, which
+    # is floor for the non-negative epochs stored here.
+    if conn.dialect.name == "sqlite":
+        return cast(W.c.start_epoch / 3600, BigInteger)
+    return func.floor(W.c.start_epoch / 3600)
+
+
+@dataclass(frozen=True)
+class Cell:
+    content_id: str | None
+    device_id: str
+    hour: int
+    windows: int
+    shown_s: float
+    viewers: int
+    dwell_total: float
+    dwell_count: int
+    dead_windows: int  # frames = 0: the camera delivered nothing
+    unsynced: int  # windows whose clock was never confirmed
+    recovered: int
+
+
+def cells(conn: Connection, f: Filters) -> Iterator[Cell]:
+    hour = hour_bucket(conn).label("hour")
+    q = (select(W.c.content_id, W.c.device_id, hour, func.count(), func.sum(W.c.duration_s),
+                func.sum(W.c.viewers_total), func.coalesce(func.sum(W.c.dwell_total), 0.0),
+                func.sum(W.c.dwell_count),
+                func.sum(case((W.c.frames == 0, 1), else_=0)),
+                func.sum(case((W.c.clock == "unsynced", 1), else_=0)),
+                func.sum(case((W.c.recovered, 1), else_=0)))
+         .where(f.where()).group_by(W.c.content_id, W.c.device_id, literal_column("hour")))
+    for r in conn.execute(q):
+        yield Cell(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), int(r[5]), float(r[6]),
+                   int(r[7]), int(r[8]), int(r[9]), int(r[10]))
+
+
+def label_cells(conn: Connection, f: Filters) -> Iterator[tuple[str | None, str, int, str, int]]:
+    """(content_id, device_id, hour, label, viewers) for labels with viewers."""
+    hour = hour_bucket(conn).label("hour")
+    q: Select[Any] = (
+        select(W.c.content_id, W.c.device_id, hour, L.c.label, func.sum(L.c.viewers))
+        .select_from(L.join(W, L.c.window_id == W.c.window_id))
+        .where(f.where(), L.c.viewers > 0)
+        .group_by(W.c.content_id, W.c.device_id, literal_column("hour"), L.c.label))
+    for r in conn.execute(q):
+        yield r[0], r[1], int(r[2]), r[3], int(r[4])
+
+
+def dwell_bins(conn: Connection, f: Filters, by: str) -> Iterator[tuple[Any, float, int]]:
+    """(key, bin start in s, viewers) for the windows' median dwell, weighted by the viewers
+    each window counted; `by` is 'content_id', 'device_id' or 'hour'. The device publishes
+    per-window dwell statistics, not each viewer's: this is the distribution the report can
+    give without per-person data."""
+    key = hour_bucket(conn) if by == "hour" else W.c[by]
+    capped = case((W.c.dwell_median >= DWELL_CAP_S, DWELL_CAP_S / DWELL_BIN_S),
+                  else_=W.c.dwell_median / DWELL_BIN_S)
+    b = (cast(capped, BigInteger) if conn.dialect.name == "sqlite"
+         else func.floor(capped))
+    q = (select(key.label("k"), b.label("b"), func.sum(W.c.dwell_count))
+         .where(f.where(), W.c.dwell_count > 0)
+         .group_by(literal_column("k"), literal_column("b")))
+    for r in conn.execute(q):
+        yield r[0] if by != "hour" else int(r[0]), int(r[1]) * DWELL_BIN_S, int(r[2])
+
+
+@dataclass(frozen=True)
+class StreamSpan:
+    device_id: str
+    stream: str
+    windows: int
+    first_seq: int
+    last_seq: int
+
+    @property
+    def missing(self) -> int:
+        """Windows never received between the first and last one seen (lost, or in flight)."""
+        return self.last_seq - self.first_seq + 1 - self.windows
+
+
+def streams(conn: Connection, f: Filters) -> list[StreamSpan]:
+    q = (select(W.c.device_id, W.c.stream, func.count(), func.min(W.c.seq), func.max(W.c.seq))
+         .where(f.where()).group_by(W.c.device_id, W.c.stream))
+    return [StreamSpan(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(q)]
+
+
+def rejects_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(schema.rejects)).scalar() or 0)
+
+
+def devices(conn: Connection) -> list[dict[str, Any]]:
+    d = schema.devices
+    q = select(d.c.device_id, d.c.availability, d.c.camera_state, d.c.fps, d.c.spool_depth,
+               d.c.model_version, d.c.last_window_end).order_by(d.c.device_id)
+    return [dict(r._mapping) for r in conn.execute(q)]

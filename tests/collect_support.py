@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -77,13 +78,23 @@ class Publisher:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_inflight_messages_set(500)
         self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(1, 1)
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *a: self.connected.set()
+        self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
+        self.wait_connected()
+
+    def wait_connected(self) -> None:
+        assert self.connected.wait(15), "the test publisher could not (re)connect"
 
     def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.wait_connected()
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
     def moods(self, windows: Iterable[dict[str, Any]], prefix: str = "moodcam") -> int:
+        self.wait_connected()
         infos = [self.client.publish(f"{prefix}/{w['device_id']}/mood", synth.encode(w), qos=1)
                  for w in windows]
         for info in infos:

@@ -87,3 +87,22 @@ def status(device_id: str = "shop-1", *, state: str = "running", camera: str = "
 
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def demo_fleet(start: datetime, hours: int = 6, devices: int = 3) -> list[dict[str, Any]]:
+    """A small fleet's windows: each device shows promo-a and promo-b alternately for 10
+    minutes each, one window a minute; promo-a draws happier viewers. The last device's
+    camera dies halfway (frames 0, no viewers), as a dead camera looks in the data."""
+    out = []
+    for d in range(1, devices + 1):
+        for minute in range(hours * 60):
+            a = (minute // 10) % 2 == 0
+            dead = d == devices and minute >= hours * 30
+            mix = {"happy": 3, "sad": 1, "neutral": 1} if a else {"happy": 1, "sad": 2,
+                                                                  "neutral": 2}
+            if (minute + d) % 4 == 0:
+                mix = {**mix, "unknown": 1}
+            out.append(mood(f"shop-{d}", minute + 1, start=start + timedelta(minutes=minute),
+                            content_id="promo-a" if a else "promo-b",
+                            viewers={} if dead else mix, frames=0 if dead else None))
+    return out

@@ -159,3 +159,18 @@ def test_urls_and_the_default_sqlite_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert default_db_path() == tmp_path / "state" / "moodcam" / "moodcam.db"
     connect(None)
     assert default_db_path().exists()
+
+
+def test_json_numbers_of_either_kind_are_stored(engine: Engine) -> None:
+    """JSON Schema's integer admits 2.0 and its number admits 12: one batch mixing both
+    kinds (PostgreSQL's array inserts want one Python type per column) is stored whole."""
+    a = synth.mood("shop-1", 1)
+    b = synth.mood("shop-1", 2)
+    b["viewers"]["happy"] = 2.0
+    b["fps"] = 10
+    b["dwell_s"].update(mean=12, median=10, max=20, total=36)
+    b["mean_confidence"]["happy"] = 1
+    r = Store(engine).write([rec(a), rec(b)])
+    assert (r.new, r.rejected) == (2, 0)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT sum(dwell_mean) FROM windows")).scalar_one() == 24.5

@@ -70,25 +70,33 @@ def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+def _f(x: float | None) -> float | None:
+    return None if x is None else float(x)
+
+
 def window_record(obj: dict[str, Any], raw: str, received_at: datetime,
                   topic: str = "") -> WindowRecord:
+    # int()/float(): JSON Schema's "integer" also admits 1.0, and a database column wants
+    # one type (PostgreSQL's binary arrays refuse a list mixing ints and floats).
     start, end = _utc(obj["start"]), _utc(obj["end"])
     dwell, model, wid = obj["dwell_s"], obj["model"], obj["window_id"]
     row = {
         "window_id": wid, "schema": obj["schema"], "device_id": obj["device_id"],
-        "stream": obj["stream"], "seq": obj["seq"], "start_ts": start, "end_ts": end,
+        "stream": obj["stream"], "seq": int(obj["seq"]), "start_ts": start, "end_ts": end,
         "start_epoch": start.timestamp(), "end_epoch": end.timestamp(),
         "duration_s": (end - start).total_seconds(), "content_id": obj["content_id"],
         "clock": obj["clock"], "recovered": obj["recovered"], "model_name": model["name"],
         "model_version": model["version"], "model_sha256": model["sha256"],
-        "viewers_total": obj["viewers_total"], "detections_total": obj["detections_total"],
-        "frames": obj["frames"], "fps": float(obj["fps"]), "dwell_count": dwell["count"],
-        "dwell_mean": dwell["mean"], "dwell_median": dwell["median"], "dwell_max": dwell["max"],
-        "dwell_total": dwell["total"], "raw": raw, "received_at": received_at,
+        "viewers_total": int(obj["viewers_total"]),
+        "detections_total": int(obj["detections_total"]), "frames": int(obj["frames"]),
+        "fps": float(obj["fps"]), "dwell_count": int(dwell["count"]),
+        "dwell_mean": _f(dwell["mean"]), "dwell_median": _f(dwell["median"]),
+        "dwell_max": _f(dwell["max"]), "dwell_total": _f(dwell["total"]), "raw": raw,
+        "received_at": received_at,
     }
-    labels = [{"window_id": wid, "label": lab, "viewers": obj["viewers"][lab],
-               "detections": obj["detections"][lab],
-               "mean_confidence": obj["mean_confidence"][lab]} for lab in obj["labels"]]
+    labels = [{"window_id": wid, "label": lab, "viewers": int(obj["viewers"][lab]),
+               "detections": int(obj["detections"][lab]),
+               "mean_confidence": _f(obj["mean_confidence"][lab])} for lab in obj["labels"]]
     return WindowRecord(window_id=wid, row=row, labels=labels, topic=topic)
 
 
@@ -96,8 +104,8 @@ def status_record(obj: dict[str, Any], raw: str, received_at: datetime) -> Statu
     return StatusRecord(device_id=obj["device_id"], row={
         "device_id": obj["device_id"], "status_raw": raw, "status_at": received_at,
         "state": obj["state"], "camera_state": obj["camera"]["state"],
-        "camera_frames": obj["camera"]["frames"], "fps": float(obj["fps"]),
-        "spool_depth": obj["spool"]["depth"], "spool_dropped": obj["spool"]["dropped"],
+        "camera_frames": int(obj["camera"]["frames"]), "fps": float(obj["fps"]),
+        "spool_depth": int(obj["spool"]["depth"]), "spool_dropped": int(obj["spool"]["dropped"]),
         "model_version": obj["model"]["version"], "software_version": obj["version"],
         "content_id": obj["content_id"], "clock_synchronized": obj["clock"]["synchronized"],
         "faults": json.dumps(obj["faults"], sort_keys=True),

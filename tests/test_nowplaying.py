@@ -28,9 +28,7 @@ from analyst.nowplaying import (
     http_json_source,
 )
 from device.topics import parse_content_id
-from tests.broker import HOST, Broker, Subscriber, free_port, mosquitto, wait_until
-
-__all__ = ["mosquitto"]
+from tests.broker import HOST, Broker, Subscriber, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 

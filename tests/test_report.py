@@ -17,10 +17,7 @@ from analyst.db import connect
 from analyst.report import build
 from analyst.report_text import csv_text, text
 from analyst.stats import wilson
-from tests.pg import pg_url, postgres
 from tests.reportdata import T0, Rows
-
-__all__ = ["pg_url", "postgres"]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from sqlalchemy import Engine
+from sqlalchemy.sql import FromClause
 
 from analyst import report_query as rq
+from analyst.plays import Play, attributed
+from analyst.plays import load as load_plays
 from analyst.stats import (
     Association,
     Difference,
@@ -133,7 +136,10 @@ def _campaign(content_id: str | None) -> str:
 
 
 def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
-          min_viewers: int = 30, now: Callable[[], datetime] | None = None) -> Report:
+          min_viewers: int = 30, now: Callable[[], datetime] | None = None,
+          plays: list[Play] | None = None) -> Report:
+    """The report; `plays` (proof-of-play, analyst/plays.py) gives windows without a
+    content id the content a player says it played."""
     f = filters or rq.Filters()
     zone = ZoneInfo(tz)
     hour_of_day: dict[int, int] = {}
@@ -159,7 +165,8 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
     strata: dict[tuple[str, int], dict[str, dict[str, int]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(int)))
     with engine.connect() as conn:
-        for c in rq.cells(conn, f):
+        src: FromClause = rq.W if plays is None else attributed(load_plays(conn, plays))
+        for c in rq.cells(conn, f, src):
             name = _campaign(c.content_id)
             group(by_campaign, name, name).add(c)
             group(by_device, c.device_id, c.device_id).add(c)
@@ -172,7 +179,7 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
             first_h = c.hour if first_h is None else min(first_h, c.hour)
             last_h = c.hour if last_h is None else max(last_h, c.hour)
         labels: set[str] = set()
-        for content_id, device_id, hour, label, n in rq.label_cells(conn, f):
+        for content_id, device_id, hour, label, n in rq.label_cells(conn, f, src):
             name = _campaign(content_id)
             labels.add(label)
             by_campaign[name].labels[label] += n
@@ -180,11 +187,11 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
             by_hour[hod(hour)].labels[label] += n
             if content_id is not None and label != UNKNOWN:
                 strata[(device_id, hour)][name][label] += n
-        for key, start, n in rq.dwell_bins(conn, f, "content_id"):
+        for key, start, n in rq.dwell_bins(conn, f, "content_id", src):
             by_campaign[_campaign(key)].dwell_hist[start] += n
-        for key, start, n in rq.dwell_bins(conn, f, "device_id"):
+        for key, start, n in rq.dwell_bins(conn, f, "device_id", src):
             by_device[key].dwell_hist[start] += n
-        for key, start, n in rq.dwell_bins(conn, f, "hour"):
+        for key, start, n in rq.dwell_bins(conn, f, "hour", src):
             by_hour[hod(key)].dwell_hist[start] += n
         spans = rq.streams(conn, f)
         quality.streams = len(spans)

@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
                    "(repeatable)")
     p.add_argument("--tz", type=_zone, default="UTC",
                    help="time zone of the hours-of-day table (default UTC)")
+    p.add_argument("--plays", type=Path, metavar="CSV",
+                   help="proof-of-play export (device_id,content_id,start,end): windows "
+                        "without a content id take the content played over most of them")
     p.add_argument("--min-viewers", type=_min_viewers, default=30,
                    help="classified viewers each campaign needs before two are compared "
                         "(default 30)")
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     from analyst.db import connect
+    from analyst.plays import read_plays
     from analyst.report import build
     from analyst.report_text import csv_text, text
 
@@ -108,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         _check_db(args.db)
         if args.out is not None and not args.out.parent.is_dir():
             raise ValueError(f"--out {args.out}: directory {args.out.parent} does not exist")
+        plays = read_plays(args.plays) if args.plays is not None else None
         engine = connect(args.db, migrate_schema=False)
         report = build(engine, filters=Filters(args.since, args.until, tuple(args.device)),
-                       tz=args.tz, min_viewers=args.min_viewers)
+                       tz=args.tz, min_viewers=args.min_viewers, plays=plays)
     except ValueError as e:
         print(f"moodcam-report: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, and_, case, cast, func, literal_column, select, true
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 from analyst import schema
 
@@ -32,24 +32,24 @@ class Filters:
     until: float | None = None  # exclusive
     devices: tuple[str, ...] = ()
 
-    def where(self) -> ColumnElement[bool]:
+    def where(self, src: FromClause) -> ColumnElement[bool]:
         conds: list[ColumnElement[bool]] = [true()]
         if self.since is not None:
-            conds.append(W.c.start_epoch >= self.since)
+            conds.append(src.c.start_epoch >= self.since)
         if self.until is not None:
-            conds.append(W.c.start_epoch < self.until)
+            conds.append(src.c.start_epoch < self.until)
         if self.devices:
-            conds.append(W.c.device_id.in_(self.devices))
+            conds.append(src.c.device_id.in_(self.devices))
         return and_(*conds)
 
 
-def hour_bucket(conn: Connection) -> ColumnElement[Any]:
+def hour_bucket(conn: Connection, src: FromClause) -> ColumnElement[Any]:
     # PostgreSQL rounds when casting a double to an integer; floor() is exact there.
     # SQLite's floor() exists only when built with math functions; CAST truncates, which
     # is floor for the non-negative epochs stored here.
     if conn.dialect.name == "sqlite":
-        return cast(W.c.start_epoch / 3600, BigInteger)
-    return func.floor(W.c.start_epoch / 3600)
+        return cast(src.c.start_epoch / 3600, BigInteger)
+    return func.floor(src.c.start_epoch / 3600)
 
 
 @dataclass(frozen=True)
@@ -67,44 +67,50 @@ class Cell:
     recovered: int
 
 
-def cells(conn: Connection, f: Filters) -> Iterator[Cell]:
-    hour = hour_bucket(conn).label("hour")
-    q = (select(W.c.content_id, W.c.device_id, hour, func.count(), func.sum(W.c.duration_s),
-                func.sum(W.c.viewers_total), func.coalesce(func.sum(W.c.dwell_total), 0.0),
-                func.sum(W.c.dwell_count),
-                func.sum(case((W.c.frames == 0, 1), else_=0)),
-                func.sum(case((W.c.clock == "unsynced", 1), else_=0)),
-                func.sum(case((W.c.recovered, 1), else_=0)))
-         .where(f.where()).group_by(W.c.content_id, W.c.device_id, literal_column("hour")))
+def cells(conn: Connection, f: Filters, src: FromClause = W) -> Iterator[Cell]:
+    w = src.c
+    hour = hour_bucket(conn, src).label("hour")
+    q = (select(w.content_id, w.device_id, hour, func.count(), func.sum(w.duration_s),
+                func.sum(w.viewers_total), func.coalesce(func.sum(w.dwell_total), 0.0),
+                func.sum(w.dwell_count),
+                func.sum(case((w.frames == 0, 1), else_=0)),
+                func.sum(case((w.clock == "unsynced", 1), else_=0)),
+                func.sum(case((w.recovered, 1), else_=0)))
+         .select_from(src).where(f.where(src))
+         .group_by(w.content_id, w.device_id, literal_column("hour")))
     for r in conn.execute(q):
         yield Cell(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), int(r[5]), float(r[6]),
                    int(r[7]), int(r[8]), int(r[9]), int(r[10]))
 
 
-def label_cells(conn: Connection, f: Filters) -> Iterator[tuple[str | None, str, int, str, int]]:
+def label_cells(conn: Connection, f: Filters, src: FromClause = W,
+                ) -> Iterator[tuple[str | None, str, int, str, int]]:
     """(content_id, device_id, hour, label, viewers) for labels with viewers."""
-    hour = hour_bucket(conn).label("hour")
+    w = src.c
+    hour = hour_bucket(conn, src).label("hour")
     q: Select[Any] = (
-        select(W.c.content_id, W.c.device_id, hour, L.c.label, func.sum(L.c.viewers))
-        .select_from(L.join(W, L.c.window_id == W.c.window_id))
-        .where(f.where(), L.c.viewers > 0)
-        .group_by(W.c.content_id, W.c.device_id, literal_column("hour"), L.c.label))
+        select(w.content_id, w.device_id, hour, L.c.label, func.sum(L.c.viewers))
+        .select_from(L.join(src, L.c.window_id == w.window_id))
+        .where(f.where(src), L.c.viewers > 0)
+        .group_by(w.content_id, w.device_id, literal_column("hour"), L.c.label))
     for r in conn.execute(q):
         yield r[0], r[1], int(r[2]), r[3], int(r[4])
 
 
-def dwell_bins(conn: Connection, f: Filters, by: str) -> Iterator[tuple[Any, float, int]]:
+def dwell_bins(conn: Connection, f: Filters, by: str,
+               src: FromClause = W) -> Iterator[tuple[Any, float, int]]:
     """(key, bin start in s, viewers) for the windows' median dwell, weighted by the viewers
     each window counted; `by` is 'content_id', 'device_id' or 'hour'. The device publishes
     per-window dwell statistics, not each viewer's: this is the distribution the report can
     give without per-person data."""
-    key = hour_bucket(conn) if by == "hour" else W.c[by]
-    capped = case((W.c.dwell_median >= DWELL_CAP_S, DWELL_CAP_S / DWELL_BIN_S),
-                  else_=W.c.dwell_median / DWELL_BIN_S)
+    w = src.c
+    key = hour_bucket(conn, src) if by == "hour" else w[by]
+    capped = case((w.dwell_median >= DWELL_CAP_S, DWELL_CAP_S / DWELL_BIN_S),
+                  else_=w.dwell_median / DWELL_BIN_S)
     b = (cast(capped, BigInteger) if conn.dialect.name == "sqlite"
          else func.floor(capped))
-    q = (select(key.label("k"), b.label("b"), func.sum(W.c.dwell_count))
-         .where(f.where(), W.c.dwell_count > 0)
+    q = (select(key.label("k"), b.label("b"), func.sum(w.dwell_count)).select_from(src)
+         .where(f.where(src), w.dwell_count > 0)
          .group_by(literal_column("k"), literal_column("b")))
     for r in conn.execute(q):
         yield r[0] if by != "hour" else int(r[0]), int(r[1]) * DWELL_BIN_S, int(r[2])
@@ -126,7 +132,7 @@ class StreamSpan:
 
 def streams(conn: Connection, f: Filters) -> list[StreamSpan]:
     q = (select(W.c.device_id, W.c.stream, func.count(), func.min(W.c.seq), func.max(W.c.seq))
-         .where(f.where()).group_by(W.c.device_id, W.c.stream))
+         .where(f.where(W)).group_by(W.c.device_id, W.c.stream))
     return [StreamSpan(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(q)]
 
 

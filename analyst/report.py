@@ -24,11 +24,11 @@ from analyst.plays import load as load_plays
 from analyst.stats import (
     Association,
     Difference,
+    MHSum,
     Share,
     chi_square,
-    cmh,
+    cmh_chunks,
     describe_difference,
-    mh_difference,
 )
 
 UNKNOWN = "unknown"  # the device's label for faces below the confidence threshold
@@ -214,6 +214,10 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
         min_viewers=min_viewers)
 
 
+# Strata per numpy chunk in compare(): bounds memory at CHUNK x campaigns x moods floats.
+CHUNK = 20000
+
+
 def compare(campaigns: list[Group], moods: list[str],
             strata: dict[tuple[str, int], dict[str, dict[str, int]]],
             min_viewers: int) -> Comparison:
@@ -225,30 +229,42 @@ def compare(campaigns: list[Group], moods: list[str],
         return Comparison(moods, names, None, None, 0, 0, [])
     pooled = np.array([[g.labels.get(m, 0) for m in moods] for g in campaigns
                        if g.key in idx], dtype=float)
-    tables = []
-    shared_viewers = 0
-    for cell in strata.values():
-        present = [n for n in cell if n in idx and sum(cell[n].values()) > 0]
-        if len(present) < 2:
-            continue  # one campaign alone in a device-hour says nothing about the others
-        t = np.zeros((len(names), len(moods)))
-        for n in present:
-            t[idx[n]] = [cell[n].get(m, 0) for m in moods]
-        tables.append(t)
-        shared_viewers += int(t.sum())
-    pairs = []
+    mood_idx = {m: j for j, m in enumerate(moods)}
+    pairs_idx = list(itertools.combinations(range(len(names)), 2))
+    sums = {(a, b, j): MHSum() for a, b in pairs_idx for j in range(len(moods))}
+    shared = {"strata": 0, "viewers": 0}
+
+    def chunks() -> Iterable[np.ndarray]:
+        """(S, campaigns, moods) counts of the strata where two or more campaigns had
+        classified viewers; also feeds the pairwise sums."""
+        cells = list(strata.values())
+        for lo in range(0, len(cells), CHUNK):
+            t = np.zeros((min(CHUNK, len(cells) - lo), len(names), len(moods)))
+            for s, cell in enumerate(cells[lo:lo + CHUNK]):
+                for name, labels in cell.items():
+                    if name in idx:
+                        for label, n in labels.items():
+                            t[s, idx[name], mood_idx[label]] = n
+            totals = t.sum(axis=2)
+            t = t[(totals > 0).sum(axis=1) >= 2]
+            if not len(t):
+                continue
+            totals = t.sum(axis=2)
+            shared["strata"] += len(t)
+            shared["viewers"] += int(totals.sum())
+            for (a, b, j), acc in sums.items():
+                acc.add(t[:, a, j], totals[:, a], t[:, b, j], totals[:, b])
+            yield t
+
+    stratified = cmh_chunks(chunks())
     totals = {g.key: g.classified for g in campaigns}
-    for a, b in itertools.combinations(names, 2):
-        for mood in moods:
-            rows = []
-            for cell in strata.values():
-                n1 = sum(cell[a].values()) if a in cell else 0
-                n2 = sum(cell[b].values()) if b in cell else 0
-                if n1 and n2:
-                    rows.append((cell[a].get(mood, 0), n1, cell[b].get(mood, 0), n2))
-            d = mh_difference(rows)
-            shared = (sum(r[1] for r in rows), sum(r[3] for r in rows))
-            pairs.append((a, b, mood, d,
-                          describe_difference(a, b, mood, d, totals, min_viewers, shared)))
-    return Comparison(moods, names, chi_square(pooled), cmh(tables), len(tables),
-                      shared_viewers, pairs)
+    pairs = []
+    for a, b in pairs_idx:
+        for j, mood in enumerate(moods):
+            acc = sums[(a, b, j)]
+            d = acc.result()
+            pairs.append((names[a], names[b], mood, d,
+                          describe_difference(names[a], names[b], mood, d, totals,
+                                              min_viewers, (acc.n1, acc.n2))))
+    return Comparison(moods, names, chi_square(pooled), stratified, shared["strata"],
+                      shared["viewers"], pairs)

@@ -10,7 +10,7 @@ others at lunchtime, not with their evening audience.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,32 +65,56 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
-def mh_difference(strata: Sequence[tuple[int, int, int, int]],
+@dataclass
+class MHSum:
+    """Running sums of a Mantel-Haenszel risk difference (additive over strata, so
+    strata can come in chunks); `result()` gives the Difference."""
+
+    num: float = 0.0
+    weight: float = 0.0
+    var: float = 0.0
+    n1: int = 0
+    n2: int = 0
+    strata: int = 0
+
+    def add(self, k1: np.ndarray, n1: np.ndarray, k2: np.ndarray, n2: np.ndarray) -> None:
+        """Strata as arrays of counts; those where either group has no viewers carry no
+        information and are skipped."""
+        keep = (n1 > 0) & (n2 > 0)
+        k1, n1, k2, n2 = (np.asarray(x, dtype=float)[keep] for x in (k1, n1, k2, n2))
+        if not len(n1):
+            return
+        big_n = n1 + n2
+        self.num += float(((k1 * n2 - k2 * n1) / big_n).sum())
+        self.weight += float((n1 * n2 / big_n).sum())
+        # Greenland-Robins (as in Cochrane's RevMan).
+        self.var += float(((k1 * (n1 - k1) * n2 ** 3 + k2 * (n2 - k2) * n1 ** 3)
+                           / (n1 * n2 * big_n ** 2)).sum())
+        self.n1 += int(n1.sum())
+        self.n2 += int(n2.sum())
+        self.strata += len(n1)
+
+    def result(self, z: float = Z95) -> Difference | None:
+        """None when no stratum had both groups, or when the variance is zero (every
+        viewer in one class: nothing to estimate from)."""
+        if not self.strata:
+            return None
+        estimate = self.num / self.weight
+        se = math.sqrt(self.var) / self.weight
+        if se == 0:
+            return None
+        return Difference(estimate, estimate - z * se, estimate + z * se, self.n1, self.n2,
+                          self.strata)
+
+
+def mh_difference(strata: Sequence[tuple[int, int, int, int]] | np.ndarray,
                   z: float = Z95) -> Difference | None:
     """Mantel-Haenszel risk difference of two groups over strata of (k1, n1, k2, n2), with
-    the Greenland-Robins variance (as in Cochrane's RevMan). Strata where either group has
-    no viewers carry no information and are skipped. None when no stratum is left, or
-    when the variance is zero (every viewer in one class: nothing to estimate from)."""
-    num = weight = var = 0.0
-    used = total1 = total2 = 0
-    for k1, n1, k2, n2 in strata:
-        if n1 <= 0 or n2 <= 0:
-            continue
-        big_n = n1 + n2
-        w = n1 * n2 / big_n
-        num += (k1 * n2 - k2 * n1) / big_n
-        weight += w
-        var += (k1 * (n1 - k1) * n2 ** 3 + k2 * (n2 - k2) * n1 ** 3) / (n1 * n2 * big_n ** 2)
-        used += 1
-        total1 += n1
-        total2 += n2
-    if not used:
-        return None
-    estimate = num / weight
-    se = math.sqrt(var) / weight
-    if se == 0:
-        return None
-    return Difference(estimate, estimate - z * se, estimate + z * se, total1, total2, used)
+    the Greenland-Robins variance and its 95% interval (see MHSum)."""
+    arr = np.asarray(strata, dtype=float).reshape(-1, 4)
+    acc = MHSum()
+    acc.add(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+    return acc.result(z)
 
 
 @dataclass(frozen=True)
@@ -114,39 +138,54 @@ def chi_square(table: np.ndarray) -> Association | None:
                        int(t.sum()))
 
 
-def cmh(tables: Sequence[np.ndarray]) -> Association | None:
+def cmh(tables: Sequence[np.ndarray] | np.ndarray) -> Association | None:
     """The generalised Cochran-Mantel-Haenszel test of general association (Landis, Heyman
     and Koch 1978) for R x C tables over strata: under "no association in any stratum",
     Q = (O - E)' V^-1 (O - E) over the first (R-1)(C-1) cells, summed across strata, is
     chi-square with (R-1)(C-1) degrees of freedom. With one stratum Q = (N-1)/N times
     Pearson's chi-square. A singular V (a campaign or mood absent from all informative
     strata) uses the pseudo-inverse and its rank as df."""
-    if not tables:
-        return None
-    shape = np.asarray(tables[0]).shape
-    r, c = shape
-    if r < 2 or c < 2:
-        return None
-    size = (r - 1) * (c - 1)
-    diff = np.zeros(size)
-    cov = np.zeros((size, size))
+    arr = np.asarray(tables, dtype=float)
+    return cmh_chunks([arr] if arr.size else [])
+
+
+def cmh_chunks(chunks: Iterable[np.ndarray]) -> Association | None:
+    """cmh() over strata given as (S, R, C) arrays, chunk by chunk (bounded memory)."""
+    diff = cov = None
     n_total = 0
-    for table in tables:
-        t = np.asarray(table, dtype=float)
-        if t.shape != shape:
-            raise ValueError(f"stratum shape {t.shape} differs from {shape}")
-        big_n = t.sum()
-        if big_n < 2:
+    shape: tuple[int, int] | None = None
+    for t in chunks:
+        if t.ndim != 3:
+            raise ValueError(f"strata must be an (S, R, C) array, not shape {t.shape}")
+        if shape is None:
+            shape = (t.shape[1], t.shape[2])
+            r, c = shape
+            if r < 2 or c < 2:
+                return None
+            diff = np.zeros((r - 1) * (c - 1))
+            cov = np.zeros(((r - 1) * (c - 1),) * 2)
+        elif t.shape[1:] != shape:
+            raise ValueError(f"stratum shape {t.shape[1:]} differs from {shape}")
+        assert diff is not None and cov is not None
+        r, c = shape
+        big_n = t.sum(axis=(1, 2))
+        t = t[big_n >= 2]
+        big_n = big_n[big_n >= 2]
+        if not len(t):
             continue
-        rows, cols = t.sum(axis=1), t.sum(axis=0)
-        pr, pc = rows / big_n, cols / big_n
-        expected = np.outer(rows, cols) / big_n
-        diff += (t - expected)[: r - 1, : c - 1].ravel()
-        vr = (np.diag(pr) - np.outer(pr, pr))[: r - 1, : r - 1]
-        vc = (np.diag(pc) - np.outer(pc, pc))[: c - 1, : c - 1]
-        cov += big_n ** 2 / (big_n - 1) * np.kron(vr, vc)
-        n_total += int(big_n)
-    df = int(np.linalg.matrix_rank(cov)) if n_total else 0
+        rows, cols = t.sum(axis=2), t.sum(axis=1)
+        pr, pc = rows / big_n[:, None], cols / big_n[:, None]
+        expected = rows[:, :, None] * cols[:, None, :] / big_n[:, None, None]
+        diff += (t - expected)[:, : r - 1, : c - 1].sum(axis=0).ravel()
+        vr = (pr[:, :, None] * np.eye(r) - pr[:, :, None] * pr[:, None, :])[:, : r - 1, : r - 1]
+        vc = (pc[:, :, None] * np.eye(c) - pc[:, :, None] * pc[:, None, :])[:, : c - 1, : c - 1]
+        w = big_n ** 2 / (big_n - 1)
+        # kron(vr, vc)[a*(C-1)+c, b*(C-1)+d] = vr[a, b] * vc[c, d], summed over strata.
+        cov += np.einsum("s,sab,scd->acbd", w, vr, vc).reshape(cov.shape)
+        n_total += int(big_n.sum())
+    if diff is None or cov is None or not n_total:
+        return None
+    df = int(np.linalg.matrix_rank(cov))
     if df == 0:
         return None
     q = float(diff @ np.linalg.pinv(cov) @ diff)

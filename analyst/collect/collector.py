@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -150,24 +151,39 @@ class Collector:
         self.stopping.set()
 
     def run(self) -> None:
-        """Collect until stop(); then store what was received, disconnect and return."""
+        """Collect until stop(); then store what was received, disconnect and return.
+
+        Two stages: this thread takes and parses batch N+1 while a writer thread commits
+        and acknowledges batch N (the commit mostly waits on the database), at most one
+        batch ahead."""
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moodcam-writer")
+        pending: Future[bool] | None = None
         self.start()
         try:
             while not self.stopping.is_set():
                 batch = self._take(block=True)
                 if batch:
-                    self._commit(batch)
+                    records = self._parse(batch)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(self._commit, batch, records)
+            if pending is not None and not pending.result():
+                return
             # Finish: what already arrived is stored and acknowledged, the rest stays
             # queued in the broker for our session.
             while batch := self._take(block=False):
-                if not self._commit(batch):
+                if not self._commit(batch, self._parse(batch)):
                     break
         finally:
+            writer.shutdown(wait=True)
             self.client.disconnect()
             self.client.loop_stop()
             t = self.totals
             log.info("stopped: %d windows stored, %d duplicates dropped, %d rejected",
                      t.new, t.duplicates, t.rejected)
+
+    def _parse(self, batch: list[Incoming]) -> list[Record]:
+        return [parse(m.topic, m.payload, self.s.prefix, m.received_at) for m in batch]
 
     def _take(self, block: bool) -> list[Incoming]:
         batch: list[Incoming] = []
@@ -189,9 +205,8 @@ class Collector:
                     break
         return batch
 
-    def _commit(self, batch: list[Incoming]) -> bool:
+    def _commit(self, batch: list[Incoming], records: list[Record]) -> bool:
         """Store the batch, then acknowledge it. False if stopped while the DB was down."""
-        records = [parse(m.topic, m.payload, self.s.prefix, m.received_at) for m in batch]
         delay = 0.5
         while True:
             try:

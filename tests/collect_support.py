@@ -41,17 +41,21 @@ class CollectorProc:
     """`moodcam-collect` in a subprocess, its log in a file."""
 
     def __init__(self, broker: Broker, db: str, tmp: Path, name: str = "c1",
-                 *extra: str) -> None:
+                 *extra: str, wait: bool = True) -> None:
         self.args = [sys.executable, "-m", "analyst.collect.cli", "--mqtt",
                      f"{broker.host}:{broker.port}", "--db", db, "--client-id", name, *extra]
         self.logfile = tmp / f"collector-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        self.start(wait)
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         with self.logfile.open("ab") as out:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
                                          cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if wait:
+            self.wait_connected()
+
+    def wait_connected(self) -> None:
         assert wait_until(lambda: "connected to" in self.log(), 20), self.log()
 
     def log(self) -> str:

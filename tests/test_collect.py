@@ -92,6 +92,21 @@ def test_two_collectors_on_a_shared_subscription_store_each_window_once(
     assert scalar(pg_url, "SELECT count(*) FROM rejects") == 0
 
 
+def test_a_broker_down_at_start_is_waited_for(broker: Broker, tmp_path: Path) -> None:
+    broker.stop()
+    db = f"sqlite:///{tmp_path}/collect.db"
+    col = CollectorProc(broker, db, tmp_path, wait=False)
+    assert not wait_rows(db, "windows", 1, timeout=3) > 0
+    assert col.alive(), col.log()
+    broker.start()
+    col.wait_connected()
+    pub = Publisher(broker)
+    pub.moods(synth.mood("shop-1", s) for s in range(1, 11))
+    assert wait_rows(db, "windows", 10) == 10
+    assert col.terminate() == 0
+    pub.close()
+
+
 def test_the_fast_validation_agrees_with_the_payload_contract() -> None:
     good = [synth.mood(), synth.mood(viewers={}, frames=0), synth.mood(recovered=True,
                                                                        clock="unsynced")]

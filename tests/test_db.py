@@ -174,3 +174,15 @@ def test_json_numbers_of_either_kind_are_stored(engine: Engine) -> None:
     assert (r.new, r.rejected) == (2, 0)
     with engine.connect() as c:
         assert c.execute(text("SELECT sum(dwell_mean) FROM windows")).scalar_one() == 24.5
+
+
+def test_collectors_starting_together_migrate_once(pg_url: str) -> None:
+    """Scale-out collectors start at once against one PostgreSQL: the advisory lock makes
+    each migration step run exactly once, and none of them fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        engines = list(pool.map(lambda _: connect(pg_url), range(4)))
+    with engines[0].connect() as c:
+        versions = c.execute(select(schema.schema_version.c.version)).scalars().all()
+    assert versions == [step[0] for step in migrations.STEPS]

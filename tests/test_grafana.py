@@ -40,6 +40,8 @@ EXPECTED: dict[str, list[str]] = {
     "Dwell time": ["time", "dwell_mean_s", "dwell_max_s"],
     "Frames per minute by device (0 = camera delivered nothing)":
         ["time", "metric", "frames_per_minute"],
+    "Missing windows (seq gaps) per device":
+        ["device_id", "stream", "windows", "first_seq", "last_seq", "missing"],
 }
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -89,7 +91,7 @@ def demo_db(postgres: Any) -> Engine:
                                 b"online" if d < 3 else b"offline", "moodcam", at))
     recs.append(parse.parse("moodcam/shop-1/mood", b"{broken", "moodcam", at))
     result = Store(engine).write(recs)
-    assert result.new == 3 * HOURS * 60 and result.rejected == 1
+    assert result.new == 3 * HOURS * 60 - 5 and result.rejected == 1
     return engine
 
 
@@ -150,3 +152,5 @@ def test_panels_show_what_the_demo_data_holds(demo_db: Engine) -> None:
               if r[1] == "shop-3"]
     assert frames[0][2] > 0 and frames[-1][2] == 0
     assert run("Rejected messages") == [(1,)]
+    gaps = run("Missing windows (seq gaps) per device")
+    assert [(r[0], r[5]) for r in gaps] == [("shop-2", 5), ("shop-1", 0), ("shop-3", 0)]

@@ -92,10 +92,13 @@ def encode(payload: dict[str, Any]) -> bytes:
 def demo_fleet(start: datetime, hours: int = 6, devices: int = 3) -> list[dict[str, Any]]:
     """A small fleet's windows: each device shows promo-a and promo-b alternately for 10
     minutes each, one window a minute; promo-a draws happier viewers. The last device's
-    camera dies halfway (frames 0, no viewers), as a dead camera looks in the data."""
+    camera dies halfway (frames 0, no viewers), as a dead camera looks in the data, and
+    shop-2 lost windows seq 101-105 (a spool overflow: a gap in seq)."""
     out = []
     for d in range(1, devices + 1):
         for minute in range(hours * 60):
+            if d == 2 and 100 <= minute < 105:
+                continue
             a = (minute // 10) % 2 == 0
             dead = d == devices and minute >= hours * 30
             mix = {"happy": 3, "sad": 1, "neutral": 1} if a else {"happy": 1, "sad": 2,

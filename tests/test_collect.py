@@ -128,6 +128,17 @@ def test_the_fast_validation_agrees_with_the_payload_contract() -> None:
         assert str(fast.value) == str(reference.value)  # same verdict, same words
 
 
+def test_an_unreachable_database_at_start_gives_one_line_and_exit_1() -> None:
+    from tests.broker import free_port
+
+    db = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    r = subprocess.run([sys.executable, "-m", "analyst.collect.cli", "--db", db], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().startswith("moodcam-collect: cannot open the database"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path: Path) -> None:
     for args in (["--mqtt", "nohost"], ["--db", "mysql://x/y"], ["--batch", "0"]):
         r = subprocess.run([sys.executable, "-m", "analyst.collect.cli", *args], cwd=ROOT,

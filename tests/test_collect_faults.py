@@ -164,3 +164,21 @@ def test_device_resending_old_windows_after_a_week_offline(
     assert col.terminate() == 0
     assert "151 windows stored, 51 duplicates dropped" in col.log()
     pub.close()
+
+
+def test_sigterm_while_postgres_is_down_exits_0_and_loses_nothing(
+        broker: Broker, postgres_private: PostgresServer, tmp_path: Path) -> None:
+    db = postgres_private.create_database("collect")
+    col = CollectorProc(broker, db, tmp_path)
+    pub = Publisher(broker)
+    postgres_private.stop()
+    pub.moods(synth.mood("shop-1", s) for s in range(1, 101))
+    assert wait_until(lambda: "database unavailable" in col.log(), 30), col.log()
+    assert col.terminate(timeout=30) == 0
+    assert "left unacknowledged for the broker to redeliver" in col.log()
+    postgres_private.start()
+    col.start()  # the same session: the broker redelivers what was never acknowledged
+    assert wait_rows(db, "windows", 100) == 100, col.log()
+    exactly_once(db, 100)
+    assert col.terminate() == 0
+    pub.close()

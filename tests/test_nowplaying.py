@@ -315,3 +315,25 @@ def test_bridge_bad_arguments_fail_in_one_line(tmp_path: Path) -> None:
                               cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert done.returncode == 2
         assert message in done.stderr
+
+
+@pytest.mark.broker
+def test_bridge_re_announces_after_a_broker_restart(mosquitto: Broker, tmp_path: Path) -> None:
+    """The broker runs without persistence: a restart loses the retained content; the
+    bridge re-sends it when it reconnects, though the content did not change."""
+    now = tmp_path / "now"
+    now.write_text("promo-1\n")
+    log = tmp_path / "bridge.log"
+    proc = start_bridge(mosquitto, "--exec", f"cat {now}", log=log)
+    try:
+        sub = Subscriber(mosquitto, [TOPIC])
+        assert sub.wait_for(lambda: contents(sub) == ["promo-1"], 10), log.read_text()
+        sub.close()
+        mosquitto.stop()
+        mosquitto.start()
+        fresh = Subscriber(mosquitto, [TOPIC])
+        assert fresh.wait_for(lambda: contents(fresh) == ["promo-1"], 15), log.read_text()
+        fresh.close()
+    finally:
+        proc.kill()
+        proc.wait(5)

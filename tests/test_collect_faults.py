@@ -182,3 +182,13 @@ def test_sigterm_while_postgres_is_down_exits_0_and_loses_nothing(
     exactly_once(db, 100)
     assert col.terminate() == 0
     pub.close()
+
+
+def test_a_broker_that_lost_the_session_is_reported(mosquitto: Broker, tmp_path: Path) -> None:
+    """A broker without persistence forgets sessions on restart: windows sent meanwhile
+    were never queued, and the collector's log says so instead of staying silent."""
+    col = CollectorProc(mosquitto, f"sqlite:///{tmp_path}/c.db", tmp_path)
+    mosquitto.kill()
+    mosquitto.start()
+    assert wait_until(lambda: "had lost this collector's session" in col.log(), 30), col.log()
+    assert col.terminate() == 0

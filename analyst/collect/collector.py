@@ -116,8 +116,12 @@ class Collector:
             return
         with self._gen_lock:
             self.generation += 1
+            reconnect = self.generation > 1
         log.info("connected to %s:%d as %s (session %s)", self.s.host, self.s.port,
                  self.s.client_id, "resumed" if flags.session_present else "new")
+        if reconnect and not flags.session_present:
+            log.warning("the broker had lost this collector's session: windows published "
+                        "while it was away were not queued (mosquitto: persistence true)")
         client.subscribe(self.topics())
         self.connected.set()
 

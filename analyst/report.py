@@ -170,20 +170,25 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
             name = _campaign(c.content_id)
             group(by_campaign, name, name).add(c)
             group(by_device, c.device_id, c.device_id).add(c)
-            group(by_hour, hod(c.hour), f"{hod(c.hour):02d}").add(c)
-            timeline[name][c.hour] += c.viewers
+            known = c.hour != rq.UNKNOWN_HOUR
+            if known:
+                group(by_hour, hod(c.hour), f"{hod(c.hour):02d}").add(c)
+                timeline[name][c.hour] += c.viewers
             quality.windows += c.windows
             quality.unsynced += c.unsynced
             quality.recovered += c.recovered
             quality.dead += c.dead_windows
-            first_h = c.hour if first_h is None else min(first_h, c.hour)
-            last_h = c.hour if last_h is None else max(last_h, c.hour)
+            if known:
+                first_h = c.hour if first_h is None else min(first_h, c.hour)
+                last_h = c.hour if last_h is None else max(last_h, c.hour)
         labels: set[str] = set()
         for content_id, device_id, hour, label, n in rq.label_cells(conn, f, src):
             name = _campaign(content_id)
             labels.add(label)
             by_campaign[name].labels[label] += n
             by_device[device_id].labels[label] += n
+            if hour == rq.UNKNOWN_HOUR:
+                continue
             by_hour[hod(hour)].labels[label] += n
             if content_id is not None and label != UNKNOWN:
                 strata[(device_id, hour)][name][label] += n
@@ -192,7 +197,8 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
         for key, start, n in rq.dwell_bins(conn, f, "device_id", src):
             by_device[key].dwell_hist[start] += n
         for key, start, n in rq.dwell_bins(conn, f, "hour", src):
-            by_hour[hod(key)].dwell_hist[start] += n
+            if key != rq.UNKNOWN_HOUR:
+                by_hour[hod(key)].dwell_hist[start] += n
         spans = rq.streams(conn, f)
         quality.streams = len(spans)
         quality.missing = sum(s.missing for s in spans)

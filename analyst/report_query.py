@@ -22,6 +22,7 @@ L = schema.window_labels
 # Dwell histogram resolution (seconds) and the last bin (everything longer lands there).
 DWELL_BIN_S = 0.5
 DWELL_CAP_S = 300.0
+UNKNOWN_HOUR = -1  # the hour bucket of windows stamped by an unsynced clock
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,12 @@ def hour_bucket(conn: Connection, src: FromClause) -> ColumnElement[Any]:
     # PostgreSQL rounds when casting a double to an integer; floor() is exact there.
     # SQLite's floor() exists only when built with math functions; CAST truncates, which
     # is floor for the non-negative epochs stored here.
-    if conn.dialect.name == "sqlite":
-        return cast(src.c.start_epoch / 3600, BigInteger)
-    return func.floor(src.c.start_epoch / 3600)
+    # A window whose clock was never confirmed may be stamped hours or years off: its
+    # hour is unknown (UNKNOWN_HOUR), so it counts for its campaign and device but in no
+    # hour, timeline or device-hour comparison.
+    bucket = (cast(src.c.start_epoch / 3600, BigInteger) if conn.dialect.name == "sqlite"
+              else func.floor(src.c.start_epoch / 3600))
+    return case((src.c.clock == "unsynced", UNKNOWN_HOUR), else_=bucket)
 
 
 @dataclass(frozen=True)

@@ -200,3 +200,19 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str,
     assert done.returncode == rc
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 or rc == 2, done.stderr
+
+
+def test_unsynced_windows_count_but_have_no_hour(engine: Engine) -> None:
+    """A window stamped by a clock never confirmed (here: 1970, a Pi without RTC or NTP)
+    counts for its campaign and device, but not in hours, the timeline or the period."""
+    rows = Rows()
+    two_campaigns(rows)
+    rows.add(start=3600.0, content_id="A", clock="unsynced", viewers={"happy": 4})
+    rows.write(engine)
+    r = build(engine)
+    assert r.campaigns[0].viewers == 110 + 4 and r.campaigns[0].share("happy").k == 64
+    assert sum(g.viewers for g in r.hours) == 210
+    assert min(h for series in r.timeline.values() for h in series) == int(T0 // 3600)
+    assert r.first is not None and r.first.year == 2026
+    assert r.quality.unsynced == 1
+    assert r.comparison.shared_viewers == 200  # the unsynced viewers are in no device-hour

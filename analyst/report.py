@@ -182,16 +182,21 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
                 first_h = c.hour if first_h is None else min(first_h, c.hour)
                 last_h = c.hour if last_h is None else max(last_h, c.hour)
         labels: set[str] = set()
-        for content_id, device_id, hour, label, n in rq.label_cells(conn, f, src):
+        for content_id, device_id, hour, counts in rq.label_cells(conn, f, src):
             name = _campaign(content_id)
-            labels.add(label)
-            by_campaign[name].labels[label] += n
-            by_device[device_id].labels[label] += n
+            labels.update(counts)
+            for label, n in counts.items():
+                by_campaign[name].labels[label] += n
+                by_device[device_id].labels[label] += n
             if hour == rq.UNKNOWN_HOUR:
                 continue
-            by_hour[hod(hour)].labels[label] += n
-            if content_id is not None and label != UNKNOWN:
-                strata[(device_id, hour)][name][label] += n
+            for label, n in counts.items():
+                by_hour[hod(hour)].labels[label] += n
+            if content_id is not None:
+                cell = strata[(device_id, hour)][name]
+                for label, n in counts.items():
+                    if label != UNKNOWN:
+                        cell[label] += n
         for key, start, n in rq.dwell_bins(conn, f, "content_id", src):
             by_campaign[_campaign(key)].dwell_hist[start] += n
         for key, start, n in rq.dwell_bins(conn, f, "device_id", src):

@@ -11,7 +11,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, case, cast, func, literal_column, select, true
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 from analyst import schema
@@ -87,18 +98,36 @@ def cells(conn: Connection, f: Filters, src: FromClause = W) -> Iterator[Cell]:
                    int(r[7]), int(r[8]), int(r[9]), int(r[10]))
 
 
+def labels(conn: Connection) -> list[str]:
+    """Every label in window_labels, by a loose index scan (one index probe per distinct
+    label, not a scan of all rows): the columns of the pivot in label_cells."""
+    q = text("""
+        WITH RECURSIVE t(l) AS (
+            SELECT min(label) FROM window_labels
+            UNION ALL
+            SELECT (SELECT min(label) FROM window_labels WHERE label > t.l)
+            FROM t WHERE t.l IS NOT NULL)
+        SELECT l FROM t WHERE l IS NOT NULL""")
+    return [r[0] for r in conn.execute(q)]
+
+
 def label_cells(conn: Connection, f: Filters, src: FromClause = W,
-                ) -> Iterator[tuple[str | None, str, int, str, int]]:
-    """(content_id, device_id, hour, label, viewers) for labels with viewers."""
+                ) -> Iterator[tuple[str | None, str, int, dict[str, int]]]:
+    """(content_id, device_id, hour, {label: viewers}): the labels pivoted into one row per
+    cell in SQL, so Python reads as many rows as cells() gives, not labels times more."""
+    names = labels(conn)
+    if not names:
+        return
     w = src.c
     hour = hour_bucket(conn, src).label("hour")
+    sums = [func.sum(case((L.c.label == name, L.c.viewers), else_=0)) for name in names]
     q: Select[Any] = (
-        select(w.content_id, w.device_id, hour, L.c.label, func.sum(L.c.viewers))
+        select(w.content_id, w.device_id, hour, *sums)
         .select_from(L.join(src, L.c.window_id == w.window_id))
         .where(f.where(src), L.c.viewers > 0)
-        .group_by(w.content_id, w.device_id, literal_column("hour"), L.c.label))
+        .group_by(w.content_id, w.device_id, literal_column("hour")))
     for r in conn.execute(q):
-        yield r[0], r[1], int(r[2]), r[3], int(r[4])
+        yield r[0], r[1], int(r[2]), {n: int(v) for n, v in zip(names, r[3:], strict=True) if v}
 
 
 def dwell_bins(conn: Connection, f: Filters, by: str,

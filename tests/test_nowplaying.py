@@ -3,6 +3,7 @@ local Anthias-shaped HTTP server and a real mosquitto."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import signal
@@ -56,6 +57,7 @@ class Player:
         self.mode = "ok"
         self.slow_s = 2.0
         self.requests = 0
+        self.auth: str | None = None  # "user:password" the player demands (basic auth)
         self.port = free_port()
         self.server: ThreadingHTTPServer | None = None
         self.start()
@@ -73,6 +75,11 @@ class Player:
                 if self.path != "/api/v1/viewer_current_asset":
                     self.send_error(404)
                     return
+                if player.auth is not None:
+                    token = base64.b64encode(player.auth.encode()).decode()
+                    if self.headers.get("Authorization") != f"Basic {token}":
+                        self.send_error(401)
+                        return
                 if player.mode == "slow":
                     time.sleep(player.slow_s)
                 if player.mode == "error":
@@ -195,6 +202,15 @@ def test_anthias_source_down_and_shape_errors(player: Player) -> None:
     player.stop()
     with pytest.raises(PlayerError, match="cannot reach"):
         anthias_source(player.url, timeout=1)()
+
+
+def test_anthias_with_basic_auth(player: Player) -> None:
+    player.auth, player.body = "admin:s3cret", asset("A")
+    assert anthias_source(player.url, auth=("admin", "s3cret"))() == "A"
+    with pytest.raises(PlayerError, match=r"HTTP 401 .*needs --player-user"):
+        anthias_source(player.url)()
+    with pytest.raises(PlayerError, match="HTTP 401"):
+        anthias_source(player.url, auth=("admin", "wrong"))()
 
 
 def test_http_json_source_with_a_field_path(player: Player) -> None:
@@ -337,3 +353,38 @@ def test_bridge_re_announces_after_a_broker_restart(mosquitto: Broker, tmp_path:
     finally:
         proc.kill()
         proc.wait(5)
+
+
+@pytest.mark.broker
+def test_bridge_logs_in_to_the_broker(mosquitto_auth: Broker, tmp_path: Path) -> None:
+    """--mqtt-user with the password from $MOODCAM_MQTT_PASSWORD (never on the command
+    line, where `ps` shows it)."""
+    import os
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    now = tmp_path / "now"
+    now.write_text("promo-9\n")
+    log = tmp_path / "bridge.log"
+    cmd = [sys.executable, "-m", "analyst.nowplaying_cli", "--mqtt",
+           f"{mosquitto_auth.host}:{mosquitto_auth.port}", "--topic", TOPIC, "--interval",
+           "0.2", "--exec", f"cat {now}", "--mqtt-user", "moodcam"]
+    got: list[bytes] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set("moodcam", "s3cret-pw")
+    client.on_connect = lambda c, *a: c.subscribe(TOPIC, 1)
+    client.on_message = lambda c, u, m: got.append(bytes(m.payload))
+    client.connect(mosquitto_auth.host, mosquitto_auth.port)
+    client.loop_start()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MOODCAM_MQTT_PASSWORD": "s3cret-pw"})
+    try:
+        assert wait_until(lambda: b'{"content_id": "promo-9"}' in got, 10), log.read_text()
+        assert "s3cret-pw" not in log.read_text()
+    finally:
+        proc.kill()
+        proc.wait(5)
+        client.loop_stop()
+        client.disconnect()

@@ -119,11 +119,19 @@ class Report:
     campaigns: list[Group]
     devices: list[Group]
     hours: list[Group]  # hour of day in `tz`, 0..23 (only hours with windows)
-    timeline: dict[str, dict[int, int]]  # campaign -> {hour epoch bucket: viewers}
+    timeline: dict[str, dict[int, int]]  # campaign -> {bucket: viewers}, see timeline_step_s
+    timeline_step_s: int
     comparison: Comparison
     quality: Quality
     device_health: list[dict[str, object]]
     min_viewers: int
+
+
+def timeline_step(first_h: int | None, last_h: int | None) -> int:
+    """Seconds per point of "viewers over time": minutes for a demo or a morning, hours up
+    to two weeks, days beyond (a year of hourly points is unreadable)."""
+    span_h = 0 if first_h is None or last_h is None else last_h - first_h + 1
+    return 60 if span_h <= 3 else 3600 if span_h <= 24 * 14 else 86400
 
 
 def _mood_order(labels: Iterable[str]) -> list[str]:
@@ -152,7 +160,7 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
     by_campaign: dict[str, Group] = {}
     by_device: dict[str, Group] = {}
     by_hour: dict[int, Group] = {}
-    timeline: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    timeline: dict[str, dict[int, int]] = defaultdict(dict)
     quality = Quality()
     first_h = last_h = None
 
@@ -173,7 +181,6 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
             known = c.hour != rq.UNKNOWN_HOUR
             if known:
                 group(by_hour, hod(c.hour), f"{hod(c.hour):02d}").add(c)
-                timeline[name][c.hour] += c.viewers
             quality.windows += c.windows
             quality.unsynced += c.unsynced
             quality.recovered += c.recovered
@@ -204,6 +211,9 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
         for key, start, n in rq.dwell_bins(conn, f, "hour", src):
             if key != rq.UNKNOWN_HOUR:
                 by_hour[hod(key)].dwell_hist[start] += n
+        step = timeline_step(first_h, last_h)
+        for content_id, bucket, n in rq.timeline(conn, f, step, src):
+            timeline[_campaign(content_id)][bucket] = n
         spans = rq.streams(conn, f)
         quality.streams = len(spans)
         quality.missing = sum(s.missing for s in spans)
@@ -220,7 +230,7 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
         moods=moods, campaigns=campaigns,
         devices=sorted(by_device.values(), key=lambda g: g.key),
         hours=[by_hour[h] for h in sorted(by_hour)],
-        timeline={k: dict(v) for k, v in timeline.items()},
+        timeline=dict(timeline), timeline_step_s=step,
         comparison=comparison, quality=quality, device_health=health,
         min_viewers=min_viewers)
 

@@ -16,9 +16,6 @@ from analyst.report import Group, Report
 from analyst.report_query import DWELL_BIN_S
 from analyst.report_text import group_rows, period, quality_line, test_line
 
-# Hourly bins up to this span, daily beyond (a year of hourly bars is unreadable).
-HOURLY_UP_TO_H = 24 * 14
-
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; padding: 0 1em; }
@@ -50,18 +47,14 @@ def _colors(r: Report) -> dict[str, str]:
 def viewers_plot(r: Report) -> Figure:
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    hours = [h for series in r.timeline.values() for h in series]
-    daily = bool(hours) and max(hours) - min(hours) > HOURLY_UP_TO_H
-    step = 24 if daily else 1
+    step = r.timeline_step_s
     for name in sorted(r.timeline):
-        bins: dict[int, int] = {}
-        for h, n in r.timeline[name].items():
-            bins[h // step] = bins.get(h // step, 0) + n
-        xs = sorted(bins)
-        ax.plot(date2num([datetime.fromtimestamp(b * step * 3600, UTC) for b in xs]),
-                [bins[b] for b in xs], marker="o", markersize=3, label=_label(name),
-                color=_colors(r).get(name))
-    ax.set_ylabel(f"viewers per {'day' if daily else 'hour'}")
+        xs = sorted(r.timeline[name])
+        ax.plot(date2num([datetime.fromtimestamp(b * step, UTC) for b in xs]),
+                [r.timeline[name][b] for b in xs], marker="o", markersize=3,
+                label=_label(name), color=_colors(r).get(name))
+    unit = {60: "minute", 3600: "hour", 86400: "day"}.get(step, f"{step} s")
+    ax.set_ylabel(f"viewers per {unit}")
     ax.set_ylim(bottom=0)
     ax.set_title("Viewers over time (UTC)")
     loc = AutoDateLocator()

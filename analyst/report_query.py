@@ -149,6 +149,20 @@ def dwell_bins(conn: Connection, f: Filters, by: str,
         yield r[0] if by != "hour" else int(r[0]), int(r[1]) * DWELL_BIN_S, int(r[2])
 
 
+def timeline(conn: Connection, f: Filters, step_s: int, src: FromClause = W,
+             ) -> Iterator[tuple[str | None, int, int]]:
+    """(content_id, bucket, viewers): viewers per `step_s` seconds of window start, for
+    windows with a confirmed clock (bucket * step_s is the bucket's start, epoch s)."""
+    w = src.c
+    b = (cast(w.start_epoch / step_s, BigInteger) if conn.dialect.name == "sqlite"
+         else func.floor(w.start_epoch / step_s))
+    q = (select(w.content_id, b.label("b"), func.sum(w.viewers_total)).select_from(src)
+         .where(f.where(src), w.clock != "unsynced")
+         .group_by(w.content_id, literal_column("b")))
+    for r in conn.execute(q):
+        yield r[0], int(r[1]), int(r[2])
+
+
 @dataclass(frozen=True)
 class StreamSpan:
     device_id: str

@@ -127,11 +127,14 @@ class Report:
     min_viewers: int
 
 
-def timeline_step(first_h: int | None, last_h: int | None) -> int:
-    """Seconds per point of "viewers over time": minutes for a demo or a morning, hours up
-    to two weeks, days beyond (a year of hourly points is unreadable)."""
-    span_h = 0 if first_h is None or last_h is None else last_h - first_h + 1
-    return 60 if span_h <= 3 else 3600 if span_h <= 24 * 14 else 86400
+STEPS_S = (10, 60, 600, 3600, 86400)
+MAX_POINTS = 200
+
+
+def timeline_step(span_s: float) -> int:
+    """Seconds per point of "viewers over time": the finest of 10 s, 1 min, 10 min, 1 h
+    and 1 day that keeps a span to at most 200 points (a year: days)."""
+    return next((s for s in STEPS_S if span_s / s <= MAX_POINTS), STEPS_S[-1])
 
 
 def _mood_order(labels: Iterable[str]) -> list[str]:
@@ -211,7 +214,8 @@ def build(engine: Engine, *, filters: rq.Filters | None = None, tz: str = "UTC",
         for key, start, n in rq.dwell_bins(conn, f, "hour", src):
             if key != rq.UNKNOWN_HOUR:
                 by_hour[hod(key)].dwell_hist[start] += n
-        step = timeline_step(first_h, last_h)
+        lo, hi = rq.span(conn, f, src)
+        step = timeline_step(0.0 if lo is None or hi is None else hi - lo)
         for content_id, bucket, n in rq.timeline(conn, f, step, src):
             timeline[_campaign(content_id)][bucket] = n
         spans = rq.streams(conn, f)

@@ -17,11 +17,13 @@ from analyst.report_query import DWELL_BIN_S
 from analyst.report_text import group_rows, period, quality_line, test_line
 
 CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+body { font: 13px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0; }
-th, td { padding: .25em .6em; border-bottom: 1px solid #ddd; text-align: right; }
+th, td { padding: .25em .6em; border-bottom: 1px solid #ddd; text-align: right;
+         white-space: nowrap; }
+.scroll { overflow-x: auto; }
 th:first-child, td:first-child { text-align: left; }
 .note { color: #555; } img { max-width: 100%; display: block; margin: 1em 0; }
 li { margin: .3em 0; }
@@ -53,7 +55,7 @@ def viewers_plot(r: Report) -> Figure:
         ax.plot(date2num([datetime.fromtimestamp(b * step, UTC) for b in xs]),
                 [r.timeline[name][b] for b in xs], marker="o", markersize=3,
                 label=_label(name), color=_colors(r).get(name))
-    unit = {60: "minute", 3600: "hour", 86400: "day"}.get(step, f"{step} s")
+    unit = {60: "minute", 600: "10 minutes", 3600: "hour", 86400: "day"}.get(step, f"{step} s")
     ax.set_ylabel(f"viewers per {unit}")
     ax.set_ylim(bottom=0)
     ax.set_title("Viewers over time (UTC)")
@@ -122,7 +124,8 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def _groups(groups: Sequence[Group], moods: Sequence[str], what: str) -> str:

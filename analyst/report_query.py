@@ -149,6 +149,17 @@ def dwell_bins(conn: Connection, f: Filters, by: str,
         yield r[0] if by != "hour" else int(r[0]), int(r[1]) * DWELL_BIN_S, int(r[2])
 
 
+def span(conn: Connection, f: Filters, src: FromClause = W) -> tuple[float | None,
+                                                                     float | None]:
+    """First start and last end (epoch s) of the windows with a confirmed clock."""
+    w = src.c
+    q = (select(func.min(w.start_epoch), func.max(w.end_epoch)).select_from(src)
+         .where(f.where(src), w.clock != "unsynced"))
+    row = conn.execute(q).one()
+    return (None if row[0] is None else float(row[0]),
+            None if row[1] is None else float(row[1]))
+
+
 def timeline(conn: Connection, f: Filters, step_s: int, src: FromClause = W,
              ) -> Iterator[tuple[str | None, int, int]]:
     """(content_id, bucket, viewers): viewers per `step_s` seconds of window start, for

@@ -212,8 +212,8 @@ def test_unsynced_windows_count_but_have_no_hour(engine: Engine) -> None:
     r = build(engine)
     assert r.campaigns[0].viewers == 110 + 4 and r.campaigns[0].share("happy").k == 64
     assert sum(g.viewers for g in r.hours) == 210
-    assert r.timeline_step_s == 60
-    assert min(b for series in r.timeline.values() for b in series) == int(T0 // 60)
+    assert r.timeline_step_s == 10
+    assert min(b for series in r.timeline.values() for b in series) == int(T0 // 10)
     assert sum(n for series in r.timeline.values() for n in series.values()) == 210
     assert r.first is not None and r.first.year == 2026
     assert r.quality.unsynced == 1
@@ -223,13 +223,17 @@ def test_unsynced_windows_count_but_have_no_hour(engine: Engine) -> None:
 def test_viewers_over_time_by_minute_hour_or_day(engine: Engine) -> None:
     from analyst.report import timeline_step
 
-    assert [timeline_step(None, None), timeline_step(10, 12), timeline_step(10, 13)] == [
-        60, 60, 3600]
-    assert [timeline_step(0, 24 * 14 - 1), timeline_step(0, 24 * 14)] == [3600, 86400]
+    assert [timeline_step(s) for s in (0, 2000, 2001, 12000, 120000, 120001, 720001)] == [
+        10, 10, 60, 60, 600, 3600, 86400]
     rows = Rows()
     two_campaigns(rows)  # A at minutes 0-3 (28, 28, 28, 26 viewers), B at 0-2
     rows.write(engine)
-    r = build(engine)
-    m0 = int(T0 // 60)
-    assert r.timeline["A"] == {m0: 28, m0 + 1: 28, m0 + 2: 28, m0 + 3: 26}
-    assert r.timeline["B"] == {m0: 25, m0 + 1: 35, m0 + 2: 40}
+    r = build(engine)  # 3.5 minutes: 10 s points
+    assert r.timeline_step_s == 10
+    t0 = int(T0 // 10)
+    assert r.timeline["A"] == {t0: 28, t0 + 6: 28, t0 + 12: 28, t0 + 18: 26}
+    assert r.timeline["B"] == {t0 + 3: 25, t0 + 9: 35, t0 + 15: 40}
+    rows.add(start=T0 + 5 * 3600, content_id="A", viewers={"happy": 1})
+    rows.write(engine)
+    r = build(engine)  # 5 h: 10-minute points
+    assert r.timeline_step_s == 600 and r.timeline["A"][int(T0 // 600)] == 28 * 3 + 26

@@ -311,7 +311,9 @@ def test_bridge_exec_mode_and_a_killed_bridge(mosquitto: Broker, tmp_path: Path)
     proc = start_bridge(mosquitto, "--exec", f"cat {now}", log=tmp_path / "bridge.log")
     try:
         assert sub.wait_for(lambda: contents(sub) == ["promo-1"], 10)
-        now.write_text("promo-2\n")
+        tmp = tmp_path / "now.tmp"  # replaced atomically, as a player should
+        tmp.write_text("promo-2\n")
+        tmp.replace(now)
         assert sub.wait_for(lambda: contents(sub) == ["promo-1", "promo-2"])
     finally:
         proc.kill()  # no clean stop: the broker sends the last will

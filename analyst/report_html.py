@@ -21,7 +21,7 @@ body { font: 13px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px
        color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0; }
-th, td { padding: .25em .6em; border-bottom: 1px solid #ddd; text-align: right;
+th, td { padding: .2em .45em; border-bottom: 1px solid #ddd; text-align: right;
          white-space: nowrap; }
 .scroll { overflow-x: auto; }
 th:first-child, td:first-child { text-align: left; }
@@ -51,10 +51,19 @@ def viewers_plot(r: Report) -> Figure:
     ax = fig.add_subplot()
     step = r.timeline_step_s
     for name in sorted(r.timeline):
-        xs = sorted(r.timeline[name])
-        ax.plot(date2num([datetime.fromtimestamp(b * step, UTC) for b in xs]),
-                [r.timeline[name][b] for b in xs], marker="o", markersize=3,
-                label=_label(name), color=_colors(r).get(name))
+        xs: list[float] = []
+        ys: list[float] = []
+        prev = None
+        for b in sorted(r.timeline[name]):
+            if prev is not None and b - prev > 1:
+                # Not shown in between: a gap in the line, not a fall to zero.
+                xs.append(float("nan"))
+                ys.append(float("nan"))
+            xs.append(float(date2num(datetime.fromtimestamp(b * step, UTC))))
+            ys.append(r.timeline[name][b])
+            prev = b
+        ax.plot(xs, ys, marker="o", markersize=3, label=_label(name),
+                color=_colors(r).get(name))
     unit = {60: "minute", 600: "10 minutes", 3600: "hour", 86400: "day"}.get(step, f"{step} s")
     ax.set_ylabel(f"viewers per {unit}")
     ax.set_ylim(bottom=0)

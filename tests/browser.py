@@ -34,7 +34,7 @@ def browser() -> Iterator[Any]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,900", "--hide-scrollbars"):
+                "--window-size=1280,900", "--hide-scrollbars"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
@@ -55,7 +55,7 @@ def open_report(driver: Any, page: Path, screenshot: Path) -> dict[str, Any]:
           title: document.title,
         }));
     """)
-    driver.set_window_size(1200, min(int(info["height"]) + 40, 8000))
+    driver.set_window_size(1280, min(int(info["height"]) + 40, 8000))
     assert driver.save_screenshot(str(screenshot))
     info["console"] = driver.get_log("browser")
     return info

@@ -29,10 +29,12 @@ from device.assemble import (
     start_grabber,
 )
 from device.capture import LatestFrameGrabber
+from device.clock import Clock, SystemClock, boot_id
 from device.config import Config, ConfigError, load_config
 from device.notify import Notifier, watchdog_interval
 from device.pipeline import Pipeline, StageTimes, model_info
 from device.spool import Spool
+from device.windowstore import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ STOP_TIMEOUT_S = 10.0  # publishing the last window; systemd's TimeoutStopSec is
 
 class Publisher(Protocol):
     def start(self) -> None: ...
-    def submit_window(self, payload: dict[str, Any]) -> int: ...
+    def wake(self) -> None: ...
     def publish_status(self, status: dict[str, Any]) -> None: ...
     def stop(self, timeout: float) -> None: ...
 
@@ -57,13 +59,22 @@ def make_publisher(cfg: Config, spool: Spool, on_content: Any) -> Publisher | No
 
 class Daemon:
     def __init__(self, cfg: Config, config_path: Path | None = None,
-                 print_windows: bool = False, duration: float | None = None) -> None:
+                 print_windows: bool = False, duration: float | None = None,
+                 clock: Clock | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.print_windows = print_windows
         self.duration = duration
         self.notifier = Notifier()
-        self.started = time.time()
+        self.clock = clock or SystemClock(cfg.clock.trust, cfg.clock.sync_file)
+        self.boot = boot_id()
+        self.started = self.clock.monotonic()
+        self.synced, self.clock_source = self.clock.synchronized()
+        # Faults the daemon lives with now, one line per component (status "faults");
+        # anyone sets and clears entries. The spool's entry comes from self.store.
+        self.faults: dict[str, str] = {}
+        self.store: WindowStore | None = None
+        self._held_check = 0.0
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._content: queue.SimpleQueue[tuple[str | None, float]] = queue.SimpleQueue()
@@ -84,18 +95,39 @@ class Daemon:
         log.info("model %s %s (%s, %s), detector %s", classifier.manifest.name,
                  classifier.manifest.version, classifier.manifest.model_sha256[:12],
                  classifier.runtime, detector.describe())
-        return Pipeline.build(detector, classifier, cfg.device_id,
-                              float(cfg.aggregate.window_s), sink=self._sink,
-                              tracker=make_tracker(cfg), content_id=content_id,
-                              times=self.times)
+        assert self.spool is not None and self.store is not None
+        pipe = Pipeline.build(detector, classifier, cfg.device_id,
+                              float(cfg.aggregate.window_s), tracker=make_tracker(cfg),
+                              content_id=content_id, times=self.times,
+                              stream=lambda: self.spool.stream if self.spool else "",
+                              seq=self.store.allocate,
+                              release=self.store.release, offset=self._offset(),
+                              synced=self.synced,
+                              step_tolerance_s=cfg.clock.step_tolerance_s)
+        pipe.sink = lambda payload: self._sink(pipe, payload)
+        return pipe
+
+    def _offset(self) -> float:
+        """Wall minus monotonic time now."""
+        return self.clock.wall() - self.clock.monotonic()
+
+    def _open_spool(self) -> None:
+        cfg = self.cfg
+        try:
+            self.spool = Spool(cfg.spool.path, cfg.spool.max_windows)
+            self.store = WindowStore(self.spool, self.boot, cfg.clock.hold_unsynced_s,
+                                     self.clock.monotonic, self._wake_publisher)
+        except Exception as e:  # sqlite3 and OS errors: unwritable dir, locked file
+            raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
+        self.store.recover()  # a full disk is a fault, not a reason to exit
+        # Windows held by an earlier boot can never be restamped: publish them flagged.
+        self.store.release_held(self.synced, self._offset())
 
     def start(self) -> None:
         cfg = self.cfg
+        self._open_spool()
+        assert self.spool is not None
         self.pipeline = self._build_pipeline(cfg, cfg.campaign.default_content_id)
-        try:
-            self.spool = Spool(cfg.spool.path, cfg.spool.max_windows)
-        except Exception as e:  # sqlite3 and OS errors: unwritable dir, locked file
-            raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
         self.grabber = start_grabber(cfg, make_camera(cfg))
         log.info("camera %s", self.grabber.source.describe())
         try:
@@ -107,23 +139,50 @@ class Daemon:
 
     def _on_content(self, content_id: str | None, *_: Any) -> None:
         # Called on the MQTT thread: hand over to the main loop, stamped on arrival.
-        self._content.put((content_id, time.time()))
+        self._content.put((content_id, self.clock.monotonic()))
 
     # -- windows -------------------------------------------------------------------
-    def _sink(self, payload: dict[str, Any]) -> None:
+    def _wake_publisher(self) -> None:
         if self.publisher is not None:
-            seq = self.publisher.submit_window(payload)
-        elif self.spool is not None:
-            seq = self.spool.put(payload)
-        else:
-            seq = 0
+            self.publisher.wake()
+
+    def _sink(self, pipe: Pipeline, payload: dict[str, Any]) -> None:
+        assert self.store is not None
+        span = pipe.aggregator.spans.pop(payload["seq"], None)
+        hold = self.store.hold_for(payload, span, self.synced, self._offset())
+        if not self.store.store(payload, hold):
+            return
         self.last_window_id = payload["window_id"]
-        log.info("window %s: %d viewers, %d detections, %d frames (seq %d)",
+        log.info("window %s: %d viewers, %d detections, %d frames%s",
                  payload["window_id"], payload["viewers_total"], payload["detections_total"],
-                 payload["frames"], seq)
+                 payload["frames"], " (held: clock unsynchronised)" if hold else "")
         if self.print_windows:
-            sys.stdout.write(json.dumps({**payload, "seq": seq}) + "\n")
+            sys.stdout.write(json.dumps(payload) + "\n")
             sys.stdout.flush()
+
+    def _tick_clock(self, now: float) -> None:
+        """Once a second: clock sync state and steps, held windows, spool retries."""
+        assert self.pipeline is not None and self.store is not None
+        synced, self.clock_source = self.clock.synchronized()
+        became_synced = synced and not self.synced
+        self.synced = synced
+        self.pipeline.set_clock(now, self._offset(), synced)
+        if became_synced:
+            log.info("wall clock synchronised (%s)", self.clock_source)
+        if became_synced or self._held_check + min(5.0, self.cfg.clock.hold_unsynced_s) <= now:
+            self._held_check = now
+            self.store.release_held(synced, self._offset())
+        self.store.retry()
+        if self.store.fault:
+            self.faults["spool"] = self.store.fault
+        else:
+            self.faults.pop("spool", None)
+
+    def _checkpoint(self, now: float) -> None:
+        assert self.pipeline is not None and self.store is not None
+        if self.store.waiting:
+            return  # the spool cannot write now; the last checkpoint stays
+        self.store.checkpoint(self.pipeline.snapshot(now))
 
     # -- status --------------------------------------------------------------------
     def status(self, state: str | None = None) -> dict[str, Any]:
@@ -131,36 +190,50 @@ class Daemon:
         p, g = self.pipeline, self.grabber
         assert p is not None and g is not None
         cam_state = {"ok": "ok", "starting": "ok", "retrying": "retrying"}.get(g.state, "lost")
+        faults = dict(self.faults)
+        ack_fault = getattr(self.publisher, "ack_fault", None)
+        if ack_fault and "spool" not in faults:
+            faults["spool"] = ack_fault
         if state is None:
-            state = "running" if cam_state == "ok" else "degraded"
+            state = "running" if cam_state == "ok" and not faults else "degraded"
         age = (round(time.monotonic() - self._last_frame, 3) if self._last_frame else None)
         connected = bool(getattr(self.publisher, "connected", False))
+        uptime = max(0.0, self.clock.monotonic() - self.started)
+        counts = self.store.counts() if self.store else {"depth": 0, "dropped": 0, "held": 0}
         return {
-            "schema": "moodcam/status/1",
+            "schema": "moodcam/status/2",
             "device_id": self.cfg.device_id,
             "version": __version__,
             "state": state,
-            "started_at": iso(round(self.started)),
-            "uptime_s": round(time.time() - self.started, 1),
+            # From the wall clock now: consistent with uptime_s across clock steps.
+            "started_at": iso(round(self.clock.wall() - uptime)),
+            "uptime_s": round(uptime, 1),
             "model": {**model_info(p.classifier), "runtime": p.classifier.runtime,
                       "labels": list(p.classifier.labels)},
             "detector": p.detector.name,
             "camera": {"source": g.source.describe(), "state": cam_state,
                        "frames": self.frames, "last_frame_age_s": age},
             "fps": self._fps,
-            "spool": {"depth": self.spool.depth() if self.spool else 0,
-                      "dropped": self.spool.dropped() if self.spool else 0},
+            "spool": {**counts,
+                      "rejected": self.spool.rejected_count if self.spool else 0},
             "mqtt": {"connected": connected},
             "content_id": p.aggregator.content_id,
             "last_window_id": self.last_window_id,
+            "clock": {"synchronized": self.synced, "source": self.clock_source},
+            "faults": faults,
         }
 
     def _status_line(self) -> str:
         g = self.grabber
         assert g is not None and self.pipeline is not None
-        return (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
+        line = (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
                 f"viewers now, {self.pipeline.windows_emitted} windows, spool "
-                f"{self.spool.depth() if self.spool else 0}")
+                f"{self.store.counts()['depth'] if self.store else 0}")
+        if self.store is not None and self.store.fault:
+            self.faults["spool"] = self.store.fault
+        if self.faults:  # `systemctl status` shows it
+            line += "; faults: " + "; ".join(f"{k}: {v}" for k, v in self.faults.items())
+        return line
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> int:
@@ -171,6 +244,8 @@ class Daemon:
         wd = watchdog_interval()
         status_every = self.cfg.mqtt.status_interval_s
         last_ping = last_status = last_fps_t = time.monotonic()
+        last_tick = last_checkpoint = self._held_check = self.clock.monotonic()
+        checkpoint_s = self.cfg.spool.checkpoint_s
         fps_frames = 0
         cam_state = self.grabber.state
         deadline = time.monotonic() + self.duration if self.duration else None
@@ -181,18 +256,25 @@ class Daemon:
                 self.reload()
             self._drain_content()
             frame = self.grabber.get(timeout=0.5)
-            now_wall = time.time()
+            mono = self.clock.monotonic()
+            if mono - last_tick >= 1.0:
+                last_tick = mono
+                self._tick_clock(mono)
             if frame is not None:
-                ts = frame.ts if self.grabber.source.live else now_wall
+                # Live frames carry monotonic timestamps; others are stamped on arrival.
+                ts = frame.ts if self.grabber.source.live else mono
                 self.pipeline.process(frame.image, ts)
                 self.frames += 1
                 fps_frames += 1
                 self._last_frame = time.monotonic()
             else:
-                self.pipeline.tick(now_wall)
+                self.pipeline.tick(mono)
                 if self.grabber.ended:
                     log.info("source ended: stopping")
                     break
+            if mono - last_checkpoint >= checkpoint_s:
+                last_checkpoint = mono
+                self._checkpoint(mono)
             now = time.monotonic()
             if wd and now - last_ping >= wd and self._last_frame > last_ping:
                 # Frames flowed since the last ping: a stuck camera or loop stops the
@@ -235,13 +317,20 @@ class Daemon:
             self._publish_status("stopping")
         if self.grabber is not None:
             self.grabber.stop()
-        if self.pipeline is not None:
+        if self.pipeline is not None and self.store is not None:
             self._drain_content()
-            self.pipeline.close(time.time())
+            self.pipeline.close(self.clock.monotonic())
+            self.store.retry(force=True)
+            if not self.store.waiting:
+                self.store.checkpoint([])  # every window is spooled: nothing to recover
+            else:
+                log.error("%d window(s) could not be spooled (%s); the last checkpoint "
+                          "keeps what it can for the next start", self.store.waiting,
+                          self.store.fault)
         if self.publisher is not None:
             self.publisher.stop(STOP_TIMEOUT_S)
         if self.spool is not None:
-            left = self.spool.depth()
+            left = self.store.counts()["depth"] if self.store else 0
             if left:
                 log.info("%d window(s) stay spooled for the next start", left)
             self.spool.close()
@@ -271,7 +360,7 @@ class Daemon:
         old, p = self.cfg, self.pipeline
         assert p is not None and self.grabber is not None
         cfg = load_config(self.config_path) if self.config_path else old
-        for key in ("device_id", "mqtt", "spool"):
+        for key in ("device_id", "mqtt", "spool", "clock"):
             if getattr(cfg, key) != getattr(old, key):
                 log.warning("reload: %s changed; that takes a restart "
                             "(systemctl restart moodcam), keeping the old value", key)
@@ -288,7 +377,7 @@ class Daemon:
                 raise
             log.info("camera %s", self.grabber.source.describe())
         # The model (and so the labels) may change: the window so far belongs to the old one.
-        p.close(time.time())
+        p.close(self.clock.monotonic())
         self.pipeline, self.cfg = new, cfg
         logging.getLogger().setLevel(cfg.log.level)
         log.info("reloaded: model %s %s", new.classifier.manifest.name,

@@ -2,7 +2,7 @@
 
 Delivery rule: a window goes to the spool first and leaves it only when the broker's
 PUBACK for it arrives, so an outage of any length (or a restart) loses nothing; a
-subscriber may see a window twice and drops the copy by (device_id, seq).
+subscriber may see a window twice and drops the copy by window_id.
 
 Threads: paho's network thread runs the callbacks; one worker thread of ours does every
 `mood` publish and every spool ack. Callbacks never take a lock that is held around a
@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -104,6 +105,10 @@ class MqttPublisher:
         # Worker-owned: message id -> seq of mood messages awaiting PUBACK.
         self._inflight: dict[int, int] = {}
         self._acked: deque[int] = deque()
+        # Seqs the broker acknowledged whose delete from the spool failed (full or
+        # failing disk): never re-sent by this process; the delete is retried.
+        self._ack_pending: set[int] = set()
+        self.ack_fault: str | None = None
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._worker = threading.Thread(target=self._work, name="moodcam-publisher", daemon=True)
@@ -168,10 +173,19 @@ class MqttPublisher:
                  self.client_id, self.topics.base)
 
     def submit_window(self, payload: dict[str, Any]) -> int:
-        """Spool a finished window (durably), then publish it when possible; return its seq."""
+        """Spool a finished window (durably), then publish it when possible; return its seq.
+        A payload without "seq" is numbered from the spool here (stream, seq, window_id)."""
+        if "seq" not in payload:
+            seq, stream = self.spool.allocate(), self.spool.stream
+            payload = {**payload, "seq": seq, "stream": stream,
+                       "window_id": f"{payload['device_id']}/{stream}/{seq}"}
         seq = self.spool.put(payload)
         self._wake.set()
         return seq
+
+    def wake(self) -> None:
+        """A window was spooled (or released): publish it when possible."""
+        self._wake.set()
 
     def publish_status(self, status: dict[str, Any]) -> None:
         """Publish the retained status now if connected, else as soon as we connect."""
@@ -188,7 +202,7 @@ class MqttPublisher:
         """Wait until the broker has acknowledged every spooled window; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._progress:
-            while self.spool.depth() > 0:
+            while self.spool.pending(limit=1):  # held windows wait for the clock
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -241,13 +255,28 @@ class MqttPublisher:
         while self._acked:
             seq = self._inflight.pop(self._acked.popleft(), None)
             if seq is not None:
+                self._ack_pending.add(seq)
+        for seq in sorted(self._ack_pending):
+            try:
                 self.spool.ack(seq)
+            except (sqlite3.Error, OSError) as e:
+                fault = f"cannot delete acknowledged windows: {' '.join(str(e).split())}"
+                if fault != self.ack_fault:
+                    log.error("spool %s: %s; they are not re-sent, the delete is retried",
+                              self.spool.path, fault)
+                self.ack_fault = fault[:280]
+                return
+            self._ack_pending.discard(seq)
+        if self.ack_fault is not None:
+            log.warning("spool %s: deleting acknowledged windows works again",
+                        self.spool.path)
+            self.ack_fault = None
 
     def _publish_pending(self) -> None:
         room = MAX_INFLIGHT - len(self._inflight)
         if room <= 0:
             return
-        busy = set(self._inflight.values())
+        busy = set(self._inflight.values()) | self._ack_pending
         for seq, payload in self.spool.pending(limit=room + len(busy)):
             if seq in busy:
                 continue

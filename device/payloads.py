@@ -49,32 +49,41 @@ def _raise(kind: str, problems: list[str]) -> None:
         raise PayloadError(f"invalid {kind} payload: " + "; ".join(problems))
 
 
+def mood_consistency_problems(obj: dict[str, Any]) -> list[str]:
+    """What JSON Schema cannot say about a schema-valid mood payload: per-label keys, totals,
+    null rules, end after start, window_id = device/stream/seq. For a validator that checks
+    the schema by other means (the analyst's collector compiles it for speed)."""
+    problems: list[str] = []
+    labels = obj["labels"]
+    for key in ("viewers", "detections", "mean_confidence"):
+        if set(obj[key]) != set(labels):
+            problems.append(f"$.{key}: keys {sorted(obj[key])} differ from labels {labels}")
+    for key in ("viewers", "detections"):
+        if set(obj[key]) == set(labels) and sum(obj[key].values()) != obj[f"{key}_total"]:
+            problems.append(f"$.{key}_total: {obj[f'{key}_total']} is not the sum of {key}")
+    for label, n in obj["detections"].items():
+        conf = obj["mean_confidence"].get(label, 0)
+        if (n == 0) != (conf is None):
+            problems.append(
+                f"$.mean_confidence.{label}: must be null exactly when detections is 0")
+    dwell = obj["dwell_s"]
+    if dwell["count"] != obj["viewers_total"]:
+        problems.append("$.dwell_s.count: differs from viewers_total")
+    if (dwell["count"] == 0) != (dwell["mean"] is None):
+        problems.append("$.dwell_s: statistics must be null exactly when count is 0")
+    if datetime.fromisoformat(obj["end"]) <= datetime.fromisoformat(obj["start"]):
+        problems.append("$.end: not after start")
+    expected = f"{obj['device_id']}/{obj['stream']}/{obj['seq']}"
+    if obj["window_id"] != expected:
+        problems.append(f"$.window_id: {obj['window_id']!r} is not {expected!r}")
+    return problems
+
+
 def validate_mood(obj: Any) -> None:
     """Raise PayloadError unless obj is a valid `mood` payload."""
     problems = _schema_problems("mood", obj)
     if not problems:
-        labels = obj["labels"]
-        for key in ("viewers", "detections", "mean_confidence"):
-            if set(obj[key]) != set(labels):
-                problems.append(f"$.{key}: keys {sorted(obj[key])} differ from labels {labels}")
-        for key in ("viewers", "detections"):
-            if set(obj[key]) == set(labels) and sum(obj[key].values()) != obj[f"{key}_total"]:
-                problems.append(f"$.{key}_total: {obj[f'{key}_total']} is not the sum of {key}")
-        for label, n in obj["detections"].items():
-            conf = obj["mean_confidence"].get(label, 0)
-            if (n == 0) != (conf is None):
-                problems.append(
-                    f"$.mean_confidence.{label}: must be null exactly when detections is 0")
-        dwell = obj["dwell_s"]
-        if dwell["count"] != obj["viewers_total"]:
-            problems.append("$.dwell_s.count: differs from viewers_total")
-        if (dwell["count"] == 0) != (dwell["mean"] is None):
-            problems.append("$.dwell_s: statistics must be null exactly when count is 0")
-        if datetime.fromisoformat(obj["end"]) <= datetime.fromisoformat(obj["start"]):
-            problems.append("$.end: not after start")
-        expected = f"{obj['device_id']}/{obj['stream']}/{obj['seq']}"
-        if obj["window_id"] != expected:
-            problems.append(f"$.window_id: {obj['window_id']!r} is not {expected!r}")
+        problems = mood_consistency_problems(obj)
     _raise("mood", problems)
 
 

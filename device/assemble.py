@@ -1,7 +1,7 @@
 """Building the stages from a config: shared by `run`, `replay`, `classify` and `bench`.
 
-Every expected failure (bad model, missing detector file, absent camera) becomes a
-StartupError carrying one line that says what is wrong and what to do.
+Every expected failure (bad model, missing detector file, a camera source that names
+nothing) becomes a StartupError carrying one line that says what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -106,12 +106,14 @@ def make_camera(cfg: Config, realtime: bool = True, spec: str | None = None,
         raise StartupError(f"camera: {e}") from None
 
 
-def start_grabber(cfg: Config, source: FrameSource) -> LatestFrameGrabber:
+def start_grabber(cfg: Config, source: FrameSource, strict: bool = True) -> LatestFrameGrabber:
+    """strict=False never raises: a camera that does not open is retried in the
+    background (the daemon's status says so)."""
     c = cfg.camera
     grabber = LatestFrameGrabber(source, max_fps=c.max_fps, retry_initial_s=c.retry_initial_s,
                                  retry_max_s=c.retry_max_s)
     try:
-        grabber.start()
+        grabber.start(strict)
     except CaptureError as e:
         raise StartupError(f"camera: {e}") from None
     return grabber

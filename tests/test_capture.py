@@ -373,3 +373,46 @@ def test_grabber_start_fails_when_the_camera_is_absent() -> None:
     g = LatestFrameGrabber(OpenCVSource(97))
     with pytest.raises(CaptureError):
         g.start()
+
+
+def test_grabber_start_not_strict_retries_an_absent_v4l2_node_without_busy_looping(
+        ) -> None:
+    src = make_source("/dev/video97")  # a real V4L2 path that does not exist here
+    assert isinstance(src, OpenCVSource) and src.live and not src.finite
+    g = LatestFrameGrabber(src, retry_initial_s=0.05, retry_max_s=0.2)
+    g.start(strict=False)
+    try:
+        assert g.state == "retrying" and g.get(timeout=0.1) is None
+        time.sleep(1.5)
+        assert g.state == "lost" and "cannot open opencv:/dev/video97" in (g.last_error or "")
+        # Backoff 0.05, 0.1, 0.2, 0.2, ...: about 8 tries in 1.5 s, never a busy loop.
+        assert 3 <= g.reopens <= 10, g.reopens
+    finally:
+        g.stop()
+    assert g.state == "stopped"
+
+
+class LateCamera(Scripted):
+    """A camera absent for its first `absent` opens, then present."""
+
+    def __init__(self, absent: int) -> None:
+        super().__init__(period=0.01)
+        self.absent = absent
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.absent:
+            raise CaptureError("no camera")
+        self.is_open = True
+
+
+def test_grabber_absent_at_start_delivers_once_the_camera_appears() -> None:
+    src = LateCamera(absent=3)
+    g = LatestFrameGrabber(src, retry_initial_s=0.05, retry_max_s=0.1)
+    g.start(strict=False)
+    try:
+        assert g.state == "retrying"
+        assert g.get(timeout=3.0) is not None
+        assert g.state == "ok" and src.opens == 4 and g.last_read is not None
+    finally:
+        g.stop()

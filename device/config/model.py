@@ -177,6 +177,14 @@ class CampaignConfig(Section):
         None, min_length=1, max_length=MAX_CONTENT_ID,
         description="Content id for windows while nothing was announced. Unset: null.",
     )
+    min_segment_s: float = Field(
+        5.0, ge=1, le=3600,
+        description=(
+            "Shortest time in seconds a content id holds before the next switch: faster "
+            "announcements are coalesced and the latest takes effect once the segment has "
+            "lasted this long (a flood on the topic cannot multiply windows)."
+        ),
+    )
 
     @field_validator("topic")
     @classmethod

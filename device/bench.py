@@ -75,7 +75,8 @@ def child(runtime: str, frames: int, frame_dir: Path, model_dir: Path | None) ->
     detector = load_detector(cfg)
     blobs = [np.fromfile(p, np.uint8) for p in sorted(frame_dir.glob("*.jpg"))]
     with tempfile.TemporaryDirectory() as tmp, Spool(Path(tmp) / "spool.sqlite") as spool:
-        pipe = Pipeline.build(detector, classifier, "bench", WINDOW_S, sink=spool.put)
+        pipe = Pipeline.build(detector, classifier, "bench", WINDOW_S, sink=spool.put,
+                              stream=spool.stream, seq=spool.allocate)
         faces = 0
         for i in range(WARMUP + frames):
             if i == WARMUP:

@@ -87,18 +87,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except CaptureError as e:
         raise StartupError(f"source: {e}") from None
     origin = _origin(args.start)
-    seq = 0
+    emitted = 0
 
     def sink(p: dict[str, Any]) -> None:
-        nonlocal seq
-        seq += 1
-        line = json.dumps({**p, "seq": seq}) if args.json else _describe_window(p)
+        nonlocal emitted
+        emitted += 1
+        line = json.dumps(p) if args.json else _describe_window(p)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
     window = args.window or float(cfg.aggregate.window_s)
+    # A finite source's media timeline is stamped from --start; a live one's monotonic
+    # timestamps from the wall clock now.
+    offset = origin if source.finite else time.time() - time.monotonic()
     pipe = Pipeline.build(detector, classifier, cfg.device_id, window, sink=sink,
-                          tracker=make_tracker(cfg), content_id=args.content_id)
+                          tracker=make_tracker(cfg), content_id=args.content_id,
+                          offset=offset)
     period = 1.0 / (source.fps or fps)
     last = None
     deadline = time.monotonic() + args.duration if args.duration else None
@@ -110,7 +114,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 raise StartupError(f"source: {e}") from None
             if frame is None:
                 break
-            ts = frame.ts + origin if source.finite else frame.ts
+            ts = frame.ts
             pipe.process(frame.image, ts)
             last = ts
     except KeyboardInterrupt:
@@ -118,8 +122,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         source.close()
     if last is not None:
-        pipe.close(last + period if source.finite else time.time())
-    log.info("%d frames, %d windows", pipe.times.frames, seq)
+        pipe.close(last + period if source.finite else time.monotonic())
+    log.info("%d frames, %d windows", pipe.times.frames, emitted)
     return 0
 
 

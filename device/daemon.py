@@ -33,12 +33,14 @@ from device.assemble import (
     start_grabber,
 )
 from device.capture import LatestFrameGrabber
+from device.clock import Clock, SystemClock, boot_id
 from device.config import CampaignConfig, Config, ConfigError, load_config
 from device.config.load import clip
 from device.notify import Notifier, watchdog_interval
 from device.nowplaying import NowPlaying
 from device.pipeline import Pipeline, StageTimes, model_info
 from device.spool import Spool
+from device.windowstore import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ MAX_FAULT_CHARS = 300  # status/2 caps each fault line
 
 class Publisher(Protocol):
     def start(self) -> None: ...
-    def submit_window(self, payload: dict[str, Any]) -> int: ...
+    def wake(self) -> None: ...
     def publish_status(self, status: dict[str, Any]) -> None: ...
     def set_campaign(self, campaign: CampaignConfig) -> None: ...
     def stop(self, timeout: float) -> None: ...
@@ -73,18 +75,26 @@ def make_publisher(cfg: Config, spool: Spool, now_playing: NowPlaying,
 
 class Daemon:
     def __init__(self, cfg: Config, config_path: Path | None = None,
-                 print_windows: bool = False, duration: float | None = None) -> None:
+                 print_windows: bool = False, duration: float | None = None,
+                 clock: Clock | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.print_windows = print_windows
         self.duration = duration
         self.notifier = Notifier()
-        self.started = time.time()
+        self.clock = clock or SystemClock(cfg.clock.trust, cfg.clock.sync_file)
+        self.boot = boot_id()
+        self.started = self.clock.monotonic()
+        self.synced, self.clock_source = self.clock.synchronized()
+        # Faults the daemon lives with now, one line per component (status "faults");
+        # anyone sets and clears entries. The spool's entry comes from self.store.
+        self.faults: dict[str, str] = {}
+        self.store: WindowStore | None = None
+        self._held_check = 0.0
         self._stop = threading.Event()
         self._reload = threading.Event()
         c = cfg.campaign
         self.now_playing = NowPlaying(c.default_content_id, c.min_segment_s, c.topic)
-        self.faults: dict[str, str] = {}
         self._published_faults: dict[str, str] = {}
         self.times = StageTimes()
         self.frames = 0
@@ -103,14 +113,40 @@ class Daemon:
         log.info("model %s %s (%s, %s), detector %s", classifier.manifest.name,
                  classifier.manifest.version, classifier.manifest.model_sha256[:12],
                  classifier.runtime, detector.describe())
-        return Pipeline.build(detector, classifier, cfg.device_id,
-                              float(cfg.aggregate.window_s), sink=self._sink,
-                              tracker=make_tracker(cfg), content_id=content_id,
-                              times=self.times)
+        assert self.spool is not None and self.store is not None
+        pipe = Pipeline.build(detector, classifier, cfg.device_id,
+                              float(cfg.aggregate.window_s), tracker=make_tracker(cfg),
+                              content_id=content_id, times=self.times,
+                              stream=lambda: self.spool.stream if self.spool else "",
+                              seq=self.store.allocate,
+                              release=self.store.release, offset=self._offset(),
+                              synced=self.synced,
+                              step_tolerance_s=cfg.clock.step_tolerance_s)
+        pipe.sink = lambda payload: self._sink(pipe, payload)
+        return pipe
+
+    def _offset(self) -> float:
+        """Wall minus monotonic time now."""
+        return self.clock.wall() - self.clock.monotonic()
+
+    def _open_spool(self) -> None:
+        cfg = self.cfg
+        try:
+            self.spool = Spool(cfg.spool.path, cfg.spool.max_windows)
+            self.store = WindowStore(self.spool, self.boot, cfg.clock.hold_unsynced_s,
+                                     self.clock.monotonic, self._wake_publisher)
+            recovered = self.spool.recover()
+        except Exception as e:  # sqlite3 and OS errors: unwritable dir, locked file
+            raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
+        if recovered:
+            log.warning("recovered %d window(s) from the last checkpoint of a run that "
+                        "died (seq %s)", len(recovered), ", ".join(map(str, recovered)))
+        # Windows held by an earlier boot can never be restamped: publish them flagged.
+        self.store.release_held(self.synced, self._offset())
 
     def _stamp(self) -> float:
-        """The pipeline's clock, for content switches and ticks without a frame."""
-        return time.time()
+        """The pipeline's timeline (monotonic), for content switches and closing."""
+        return self.clock.monotonic()
 
     def set_fault(self, component: str, problem: str | None) -> None:
         """List (or, with None, clear) what is wrong with a component, one line."""
@@ -121,11 +157,9 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.cfg
+        self._open_spool()
+        assert self.spool is not None
         self.pipeline = self._build_pipeline(cfg, self.now_playing.current)
-        try:
-            self.spool = Spool(cfg.spool.path, cfg.spool.max_windows)
-        except Exception as e:  # sqlite3 and OS errors: unwritable dir, locked file
-            raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
         self.grabber = start_grabber(cfg, make_camera(cfg), strict=False)
         if self.grabber.state == "ok":
             log.info("camera %s", self.grabber.source.describe())
@@ -142,20 +176,47 @@ class Daemon:
             self.publisher.start()
 
     # -- windows -------------------------------------------------------------------
-    def _sink(self, payload: dict[str, Any]) -> None:
+    def _wake_publisher(self) -> None:
         if self.publisher is not None:
-            seq = self.publisher.submit_window(payload)
-        elif self.spool is not None:
-            seq = self.spool.put(payload)
-        else:
-            seq = 0
+            self.publisher.wake()
+
+    def _sink(self, pipe: Pipeline, payload: dict[str, Any]) -> None:
+        assert self.store is not None
+        span = pipe.aggregator.spans.pop(payload["seq"], None)
+        hold = self.store.hold_for(payload, span, self.synced, self._offset())
+        if not self.store.store(payload, hold):
+            return
         self.last_window_id = payload["window_id"]
-        log.info("window %s: %d viewers, %d detections, %d frames (seq %d)",
+        log.info("window %s: %d viewers, %d detections, %d frames%s",
                  payload["window_id"], payload["viewers_total"], payload["detections_total"],
-                 payload["frames"], seq)
+                 payload["frames"], " (held: clock unsynchronised)" if hold else "")
         if self.print_windows:
-            sys.stdout.write(json.dumps({**payload, "seq": seq}) + "\n")
+            sys.stdout.write(json.dumps(payload) + "\n")
             sys.stdout.flush()
+
+    def _tick_clock(self, now: float) -> None:
+        """Once a second: clock sync state and steps, held windows, spool retries."""
+        assert self.pipeline is not None and self.store is not None
+        synced, self.clock_source = self.clock.synchronized()
+        became_synced = synced and not self.synced
+        self.synced = synced
+        self.pipeline.set_clock(now, self._offset(), synced)
+        if became_synced:
+            log.info("wall clock synchronised (%s)", self.clock_source)
+        if became_synced or self._held_check + 5.0 <= now:
+            self._held_check = now
+            self.store.release_held(synced, self._offset())
+        self.store.retry()
+        if self.store.fault:
+            self.faults["spool"] = self.store.fault
+        else:
+            self.faults.pop("spool", None)
+
+    def _checkpoint(self, now: float) -> None:
+        assert self.pipeline is not None and self.store is not None
+        if self.store.waiting:
+            return  # the spool cannot write now; the last checkpoint stays
+        self.store.checkpoint(self.pipeline.snapshot(now))
 
     # -- status --------------------------------------------------------------------
     def status(self, state: str | None = None) -> dict[str, Any]:
@@ -164,28 +225,35 @@ class Daemon:
         assert p is not None and g is not None
         cam_state = self._camera_state()
         faults = dict(self.faults)
+        ack_fault = getattr(self.publisher, "ack_fault", None)
+        if ack_fault and "spool" not in faults:
+            faults["spool"] = ack_fault
         if state is None:
             state = "running" if cam_state == "ok" and not faults else "degraded"
         age = (round(time.monotonic() - self._last_frame, 3) if self._last_frame else None)
         connected = bool(getattr(self.publisher, "connected", False))
+        uptime = max(0.0, self.clock.monotonic() - self.started)
+        counts = self.store.counts() if self.store else {"depth": 0, "dropped": 0, "held": 0}
         return {
-            "schema": "moodcam/status/1",
+            "schema": "moodcam/status/2",
             "device_id": self.cfg.device_id,
             "version": __version__,
             "state": state,
-            "started_at": iso(round(self.started)),
-            "uptime_s": round(time.time() - self.started, 1),
+            # From the wall clock now: consistent with uptime_s across clock steps.
+            "started_at": iso(round(self.clock.wall() - uptime)),
+            "uptime_s": round(uptime, 1),
             "model": {**model_info(p.classifier), "runtime": p.classifier.runtime,
                       "labels": list(p.classifier.labels)},
             "detector": p.detector.name,
             "camera": {"source": g.source.describe(), "state": cam_state,
                        "frames": self.frames, "last_frame_age_s": age},
             "fps": self._fps,
-            "spool": {"depth": self.spool.depth() if self.spool else 0,
-                      "dropped": self.spool.dropped() if self.spool else 0},
+            "spool": {**counts,
+                      "rejected": self.spool.rejected_count if self.spool else 0},
             "mqtt": {"connected": connected},
             "content_id": p.aggregator.content_id,
             "last_window_id": self.last_window_id,
+            "clock": {"synchronized": self.synced, "source": self.clock_source},
             "faults": faults,
         }
 
@@ -216,7 +284,7 @@ class Daemon:
         assert g is not None and self.pipeline is not None
         return (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
                 f"viewers now, {self.pipeline.windows_emitted} windows, spool "
-                f"{self.spool.depth() if self.spool else 0}")
+                f"{self.store.counts()['depth'] if self.store else 0}")
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> int:
@@ -227,6 +295,8 @@ class Daemon:
         wd = watchdog_interval()
         status_every = self.cfg.mqtt.status_interval_s
         last_ping = last_status = last_fps_t = time.monotonic()
+        last_tick = last_checkpoint = self._held_check = self.clock.monotonic()
+        checkpoint_s = self.cfg.spool.checkpoint_s
         fps_frames = 0
         cam_state = self.grabber.state
         deadline = time.monotonic() + self.duration if self.duration else None
@@ -238,21 +308,28 @@ class Daemon:
             self._apply_content()
             t_get = time.monotonic()
             frame = self.grabber.get(timeout=0.5)
-            now_wall = self._stamp()
+            mono = self.clock.monotonic()
+            if mono - last_tick >= 1.0:
+                last_tick = mono
+                self._tick_clock(mono)
             if frame is not None:
-                ts = frame.ts if self.grabber.source.live else now_wall
+                # Live frames carry monotonic timestamps; others are stamped on arrival.
+                ts = frame.ts if self.grabber.source.live else mono
                 self.pipeline.process(frame.image, ts)
                 self.frames += 1
                 fps_frames += 1
                 self._last_frame = time.monotonic()
             else:
-                self.pipeline.tick(now_wall)
+                self.pipeline.tick(mono)
                 if self.grabber.ended:
                     log.info("source ended: stopping")
                     break
                 if time.monotonic() - t_get < 0.05:
                     # A grabber that answers at once without a frame must not spin the loop.
                     self._stop.wait(0.1)
+            if mono - last_checkpoint >= checkpoint_s:
+                last_checkpoint = mono
+                self._checkpoint(mono)
             now = time.monotonic()
             if wd and now - last_ping >= wd:
                 # The loop turned, frames or not: systemd restarts a hung loop, while a
@@ -295,13 +372,20 @@ class Daemon:
             self._publish_status("stopping")
         if self.grabber is not None:
             self.grabber.stop()
-        if self.pipeline is not None:
+        if self.pipeline is not None and self.store is not None:
             self._apply_content()
-            self.pipeline.close(self._stamp())
+            self.pipeline.close(self.clock.monotonic())
+            self.store.retry(force=True)
+            if not self.store.waiting:
+                self.store.checkpoint([])  # every window is spooled: nothing to recover
+            else:
+                log.error("%d window(s) could not be spooled (%s); the last checkpoint "
+                          "keeps what it can for the next start", self.store.waiting,
+                          self.store.fault)
         if self.publisher is not None:
             self.publisher.stop(STOP_TIMEOUT_S)
         if self.spool is not None:
-            left = self.spool.depth()
+            left = self.store.counts()["depth"] if self.store else 0
             if left:
                 log.info("%d window(s) stay spooled for the next start", left)
             self.spool.close()

@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -108,6 +109,10 @@ class MqttPublisher:
         # Worker-owned: message id -> seq of mood messages awaiting PUBACK.
         self._inflight: dict[int, int] = {}
         self._acked: deque[int] = deque()
+        # Seqs the broker acknowledged whose delete from the spool failed (full or
+        # failing disk): never re-sent by this process; the delete is retried.
+        self._ack_pending: set[int] = set()
+        self.ack_fault: str | None = None
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._worker = threading.Thread(target=self._work, name="moodcam-publisher", daemon=True)
@@ -177,6 +182,10 @@ class MqttPublisher:
         self._wake.set()
         return seq
 
+    def wake(self) -> None:
+        """A window was spooled (or released): publish it when possible."""
+        self._wake.set()
+
     def publish_status(self, status: dict[str, Any]) -> None:
         """Publish the retained status now if connected, else as soon as we connect."""
         self._last_status = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
@@ -203,7 +212,7 @@ class MqttPublisher:
         """Wait until the broker has acknowledged every spooled window; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._progress:
-            while self.spool.depth() > 0:
+            while self.spool.pending(limit=1):  # held windows wait for the clock
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -256,13 +265,28 @@ class MqttPublisher:
         while self._acked:
             seq = self._inflight.pop(self._acked.popleft(), None)
             if seq is not None:
+                self._ack_pending.add(seq)
+        for seq in sorted(self._ack_pending):
+            try:
                 self.spool.ack(seq)
+            except (sqlite3.Error, OSError) as e:
+                fault = f"cannot delete acknowledged windows: {' '.join(str(e).split())}"
+                if fault != self.ack_fault:
+                    log.error("spool %s: %s; they are not re-sent, the delete is retried",
+                              self.spool.path, fault)
+                self.ack_fault = fault[:280]
+                return
+            self._ack_pending.discard(seq)
+        if self.ack_fault is not None:
+            log.warning("spool %s: deleting acknowledged windows works again",
+                        self.spool.path)
+            self.ack_fault = None
 
     def _publish_pending(self) -> None:
         room = MAX_INFLIGHT - len(self._inflight)
         if room <= 0:
             return
-        busy = set(self._inflight.values())
+        busy = set(self._inflight.values()) | self._ack_pending
         for seq, payload in self.spool.pending(limit=room + len(busy)):
             if seq in busy:
                 continue

@@ -74,10 +74,12 @@ class Pipeline:
     def build(cls, detector: FaceDetector, classifier: Classifier, device_id: str,
               window_s: float = 60.0, sink: Sink | None = None,
               tracker: Tracker | None = None, content_id: str | None = None,
-              times: StageTimes | None = None) -> Pipeline:
+              times: StageTimes | None = None, **clock: Any) -> Pipeline:
+        """clock: the Aggregator's stream, seq, release, offset, synced and
+        step_tolerance_s."""
         tracker = tracker or Tracker()
         agg = Aggregator(device_id, classifier.labels, model_info(classifier), window_s,
-                         grace_s=tracker.max_age_s, content_id=content_id)
+                         grace_s=tracker.max_age_s, content_id=content_id, **clock)
         return cls(detector, classifier, tracker, agg, sink, times)
 
     # -- stages ----------------------------------------------------------------
@@ -126,6 +128,14 @@ class Pipeline:
 
     def set_content(self, content_id: str | None, ts: float) -> None:
         self._emit(self.aggregator.set_content(content_id, ts))
+
+    def set_clock(self, ts: float, offset: float, synced: bool) -> None:
+        """The wall clock now reads ts + offset (see Aggregator.set_clock)."""
+        self._emit(self.aggregator.set_clock(ts, offset, synced))
+
+    def snapshot(self, ts: float) -> list[tuple[dict[str, Any], tuple[float, float], bool]]:
+        """The crash checkpoint: held and open windows with the viewers on screen."""
+        return self.aggregator.snapshot(ts, self.tracker.snapshot())
 
     def close(self, ts: float) -> None:
         """End every track and emit the final (partial) window."""

@@ -143,6 +143,10 @@ class Tracker:
         self._tracks = []
         return done
 
+    def snapshot(self) -> list[FinishedTrack]:
+        """The confirmed tracks as if they ended now (for a crash checkpoint)."""
+        return [self._finish(t) for t in self._tracks if t.hits >= self.min_hits]
+
     def _expire(self, ts: float) -> list[FinishedTrack]:
         keep, done = [], []
         for t in self._tracks:

@@ -31,6 +31,8 @@ def write_config(path: Path, model_dir: Path, port: int | None, **extra: str) ->
         f'[model]\ndir = "{model_dir}"\n'
         "[aggregate]\nwindow_s = 2\n"
         f'[spool]\npath = "{path.parent / "spool.sqlite"}"\n'
+        # The test machine's clock is trusted unless a test says otherwise (extra["clock"]).
+        + ("" if "clock" in extra else '[clock]\ntrust = "always"\n')
         + mqtt + "".join(extra.values()))
     return path
 

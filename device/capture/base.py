@@ -17,8 +17,9 @@ class CaptureError(RuntimeError):
 class Frame:
     """One BGR uint8 frame.
 
-    ts is on the source's own timeline: wall-clock seconds for live sources, media time
-    (or index / fps) for files and folders, so a replay is deterministic.
+    ts is on the source's own timeline: time.monotonic() for live sources (the wall
+    clock may step; it only stamps windows, see device/aggregate.py), media time (or
+    index / fps) for files and folders, so a replay is deterministic.
     """
 
     image: np.ndarray

@@ -72,7 +72,7 @@ class OpenCVSource(FrameSource):
         self._index += 1
         # Files: index / fps rather than CAP_PROP_POS_MSEC, which some containers
         # report as 0 or with jitter; a replay must give the same windows everywhere.
-        ts = i / (self.fps or 25.0) if self.finite else time.time()
+        ts = i / (self.fps or 25.0) if self.finite else time.monotonic()
         return Frame(image, ts, i)
 
     def close(self) -> None:

@@ -70,7 +70,7 @@ class PiCameraSource(FrameSource):
             image = image[:, :, :3]
         i = self._index
         self._index += 1
-        return Frame(image, time.time(), i)
+        return Frame(image, time.monotonic(), i)
 
     def close(self) -> None:
         cam, self._cam = self._cam, None

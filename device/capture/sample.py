@@ -126,7 +126,7 @@ class SampleSource(FrameSource):
             if delay > 0:
                 time.sleep(delay)
             t = time.monotonic() - self._t_open
-            return Frame(self.render(t), time.time(), i)
+            return Frame(self.render(t), time.monotonic(), i)
         t = i / self._fps
         return Frame(self.render(t), t, i)
 

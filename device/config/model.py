@@ -293,6 +293,36 @@ class SpoolConfig(Section):
         100000, ge=1, le=10_000_000,
         description="Most windows kept; beyond it the oldest are dropped and counted.",
     )
+    checkpoint_s: float = Field(
+        10.0, ge=1.0, le=600.0,
+        description="Seconds between checkpoints of the open window (and the viewers on "
+                    "screen) into the spool: the most a kill -9 or power cut can lose.",
+    )
+
+
+class ClockConfig(Section):
+    trust: Literal["ntp", "file", "always"] = Field(
+        "ntp",
+        description="When the wall clock counts as synchronised: 'ntp' once sync_file exists "
+                    "or the kernel says NTP synchronised it; 'file' only once sync_file "
+                    "exists; 'always' for a device with a real-time clock.",
+    )
+    sync_file: PathField = Field(
+        Path("/run/systemd/timesync/synchronized"),
+        description="File whose existence means the clock is synchronised "
+                    "(systemd-timesyncd creates this one).",
+    )
+    step_tolerance_s: float = Field(
+        2.0, gt=0, le=3600,
+        description="A wall-clock change larger than this (either way) is a step: the "
+                    "current window ends and a new one starts at the new time.",
+    )
+    hold_unsynced_s: float = Field(
+        3600.0, ge=0, le=30 * 86400,
+        description="Windows counted while the clock is unsynchronised wait this long for "
+                    "a sync (then they are restamped); after it they are published "
+                    "flagged clock 'unsynced'.",
+    )
 
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -330,6 +360,7 @@ class Config(Section):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker connection.")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Window spool.")
+    clock: ClockConfig = Field(default_factory=ClockConfig, description="Wall clock trust.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
 
     @field_validator("device_id")

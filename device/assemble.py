@@ -10,14 +10,18 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from device.capture import CaptureError, FrameSource, LatestFrameGrabber, make_source
 from device.classify import Classifier
-from device.config import Config, ConfigError, parse_config, resolve_model_dir
+from device.config import CampaignConfig, Config, ConfigError, parse_config, resolve_model_dir
 from device.detect import DetectorError, FaceDetector, make_detector
 from device.manifest import ManifestError
+from device.nowplaying import NowPlaying
 from device.runtime import ModelLoadError, RuntimeUnavailable
+from device.spool import Spool
 from device.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -117,3 +121,25 @@ def start_grabber(cfg: Config, source: FrameSource, strict: bool = True) -> Late
     except CaptureError as e:
         raise StartupError(f"camera: {e}") from None
     return grabber
+
+
+class Publisher(Protocol):
+    def start(self) -> None: ...
+    def wake(self) -> None: ...
+    def publish_status(self, status: dict[str, Any]) -> None: ...
+    def set_campaign(self, campaign: CampaignConfig) -> None: ...
+    def stop(self, timeout: float) -> None: ...
+
+
+def make_publisher(cfg: Config, spool: Spool, now_playing: NowPlaying,
+                   stamp: Callable[[], float]) -> Publisher | None:
+    if not cfg.mqtt.enabled:
+        return None
+    from device.mqtt import MqttPublisher  # paho is only needed when publishing
+
+    # Both callbacks run on the MQTT thread; NowPlaying only records (thread-safe), the
+    # main loop applies the switches.
+    pub: Publisher = MqttPublisher(
+        cfg.mqtt, cfg.campaign, cfg.device_id, spool,
+        lambda cid: now_playing.announce(cid, stamp()), on_bad_content=now_playing.reject)
+    return pub

@@ -20,22 +20,24 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from device import __version__
 from device.aggregate import iso
 from device.assemble import (
+    Publisher,
     StartupError,
     load_classifier,
     load_detector,
     make_camera,
+    make_publisher,
     make_tracker,
     start_grabber,
 )
 from device.capture import LatestFrameGrabber
 from device.clock import Clock, SystemClock, boot_id
-from device.config import CampaignConfig, Config, ConfigError, load_config
-from device.config.load import clip
+from device.config import Config, ConfigError, load_config
+from device.health import camera_fault, camera_state, fault_line
 from device.notify import Notifier, watchdog_interval
 from device.nowplaying import NowPlaying
 from device.pipeline import Pipeline, StageTimes, model_info
@@ -45,32 +47,6 @@ from device.windowstore import WindowStore
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0  # publishing the last window; systemd's TimeoutStopSec is longer
-# A camera that says "ok" but has delivered nothing for this long is reported lost: a
-# driver can hang inside a read, where no exception tells the grabber.
-CAMERA_STALL_S = 10.0
-MAX_FAULT_CHARS = 300  # status/2 caps each fault line
-
-
-class Publisher(Protocol):
-    def start(self) -> None: ...
-    def wake(self) -> None: ...
-    def publish_status(self, status: dict[str, Any]) -> None: ...
-    def set_campaign(self, campaign: CampaignConfig) -> None: ...
-    def stop(self, timeout: float) -> None: ...
-
-
-def make_publisher(cfg: Config, spool: Spool, now_playing: NowPlaying,
-                   stamp: Any) -> Publisher | None:
-    if not cfg.mqtt.enabled:
-        return None
-    from device.mqtt import MqttPublisher  # paho is only needed when publishing
-
-    # Both callbacks run on the MQTT thread; NowPlaying only records (thread-safe), the
-    # main loop applies the switches.
-    pub: Publisher = MqttPublisher(
-        cfg.mqtt, cfg.campaign, cfg.device_id, spool,
-        lambda cid: now_playing.announce(cid, stamp()), on_bad_content=now_playing.reject)
-    return pub
 
 
 class Daemon:
@@ -153,7 +129,7 @@ class Daemon:
         if problem is None:
             self.faults.pop(component, None)
         else:
-            self.faults[component] = clip(" ".join(problem.split()), MAX_FAULT_CHARS - 30)
+            self.faults[component] = fault_line(problem)
 
     def start(self) -> None:
         cfg = self.cfg
@@ -258,25 +234,12 @@ class Daemon:
         }
 
     def _camera_state(self) -> str:
-        g = self.grabber
-        assert g is not None
-        if g.state == "ok" and g.last_read is not None and \
-                time.monotonic() - g.last_read > CAMERA_STALL_S:
-            return "lost"
-        return {"ok": "ok", "starting": "ok", "retrying": "retrying"}.get(g.state, "lost")
+        assert self.grabber is not None
+        return camera_state(self.grabber)
 
     def _update_faults(self) -> None:
-        g = self.grabber
-        assert g is not None
-        state = self._camera_state()
-        if state == "ok":
-            self.set_fault("camera", None)
-        elif g.state == "ok":
-            assert g.last_read is not None
-            self.set_fault("camera", f"{g.source.describe()}: no frame for "
-                                     f"{time.monotonic() - g.last_read:.0f} s")
-        else:
-            self.set_fault("camera", f"{state}: {g.last_error or g.state}")
+        assert self.grabber is not None
+        self.set_fault("camera", camera_fault(self.grabber))
         self.set_fault("now_playing", self.now_playing.fault())
 
     def _status_line(self) -> str:

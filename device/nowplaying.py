@@ -62,10 +62,15 @@ class NowPlaying:
         """The player says `content` shows now (None: nothing, so the default)."""
         now = self._clock()
         with self._lock:
+            effective = self._effective(content)
+            # Replacing an announcement the main loop has not applied yet is a switch
+            # faster than the minimum too (a burst between two polls).
+            replaced = (self._pending is not None
+                        and self._effective(self._pending[0]) != effective)
             self._announced = content
             self._pending = (content, stamp, now)
-            if self._too_soon(now) and (self._effective(content) != self.current
-                                        or self._held):
+            if replaced or (self._too_soon(now) and (effective != self.current
+                                                     or self._held)):
                 self._held += 1
                 self._trouble(now, f"content switches faster than campaign.min_segment_s "
                                    f"({self.min_segment_s:g} s); the latest takes effect "

@@ -98,3 +98,12 @@ def test_reload_applies_a_new_default_and_forgets_an_old_topic() -> None:
     assert np_.poll(3.0) == Switch("idle-2", 3.0)
     np_.reconfigure("idle-3", 5.0, "t2")
     assert np_.poll(4.0) == Switch("idle-3", 4.0)
+
+
+def test_a_burst_between_two_polls_is_coalesced_and_reported() -> None:
+    clock = Clock()
+    np_ = NowPlaying(None, 5.0, "t", clock=clock)
+    for i in range(100):  # all before the main loop looks: only the last counts
+        np_.announce(f"promo-{i % 2}", stamp=float(i))
+    assert np_.poll(200.0) == Switch("promo-1", 99.0)
+    assert "rate limited: 99 content switches coalesced" in (np_.fault() or "")

@@ -32,6 +32,7 @@ from device.capture import (
 )
 from device.capture.opencv import redact
 from device.capture.sample import ACTORS, PERIOD_S
+from device.health import CAMERA_STALL_S, camera_fault, camera_state
 
 
 def write_video(path: Path, n: int = 12, fps: float = 8.0) -> Path:
@@ -416,3 +417,20 @@ def test_grabber_absent_at_start_delivers_once_the_camera_appears() -> None:
         assert g.state == "ok" and src.opens == 4 and g.last_read is not None
     finally:
         g.stop()
+
+
+def test_a_camera_that_hangs_inside_read_is_reported_lost() -> None:
+    src = Scripted(period=0.01)
+    g = LatestFrameGrabber(src)
+    g.start()
+    try:
+        assert g.get(timeout=2.0) is not None and g.last_read is not None
+        now = g.last_read + 1.0
+        assert camera_state(g, now) == "ok" and camera_fault(g, now) is None
+        # The driver stopped answering: the grabber still says "ok", the status does not.
+        now = g.last_read + CAMERA_STALL_S + 1.0
+        assert g.state == "ok" and camera_state(g, now) == "lost"
+        assert camera_fault(g, now) == "scripted: no frame for 11 s"
+    finally:
+        g.stop()
+    assert camera_state(g) == "lost" and camera_fault(g) == "lost: stopped"

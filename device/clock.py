@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import time
 from pathlib import Path
@@ -47,15 +48,23 @@ class _Timex(ctypes.Structure):
                 ("status", ctypes.c_int), ("_pad1", ctypes.c_long * 32)]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name, use_errno=True) if name else None
+    except OSError:
+        return None
+
+
 def kernel_synchronized() -> bool | None:
     """The kernel's NTP state read with adjtimex(modes=0) (read-only, no privilege):
     True/False, or None when the call is not permitted (systemd's ProtectClock) or
     unavailable."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _libc()
+    if libc is None:
         return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
         tx = _Timex()
         tx.modes = 0
         rc = libc.adjtimex(ctypes.byref(tx))

@@ -111,12 +111,9 @@ class Daemon:
             self.spool = Spool(cfg.spool.path, cfg.spool.max_windows)
             self.store = WindowStore(self.spool, self.boot, cfg.clock.hold_unsynced_s,
                                      self.clock.monotonic, self._wake_publisher)
-            recovered = self.spool.recover()
         except Exception as e:  # sqlite3 and OS errors: unwritable dir, locked file
             raise StartupError(f"spool: cannot open {cfg.spool.path}: {e}") from None
-        if recovered:
-            log.warning("recovered %d window(s) from the last checkpoint of a run that "
-                        "died (seq %s)", len(recovered), ", ".join(map(str, recovered)))
+        self.store.recover()  # a full disk is a fault, not a reason to exit
         # Windows held by an earlier boot can never be restamped: publish them flagged.
         self.store.release_held(self.synced, self._offset())
 
@@ -179,7 +176,7 @@ class Daemon:
         self.pipeline.set_clock(now, self._offset(), synced)
         if became_synced:
             log.info("wall clock synchronised (%s)", self.clock_source)
-        if became_synced or self._held_check + 5.0 <= now:
+        if became_synced or self._held_check + min(5.0, self.cfg.clock.hold_unsynced_s) <= now:
             self._held_check = now
             self.store.release_held(synced, self._offset())
         self.store.retry()
@@ -245,9 +242,14 @@ class Daemon:
     def _status_line(self) -> str:
         g = self.grabber
         assert g is not None and self.pipeline is not None
-        return (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
+        line = (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
                 f"viewers now, {self.pipeline.windows_emitted} windows, spool "
                 f"{self.store.counts()['depth'] if self.store else 0}")
+        if self.store is not None and self.store.fault:
+            self.faults["spool"] = self.store.fault
+        if self.faults:  # `systemctl status` shows it
+            line += "; faults: " + "; ".join(f"{k}: {v}" for k, v in self.faults.items())
+        return line
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> int:

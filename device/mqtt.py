@@ -2,7 +2,7 @@
 
 Delivery rule: a window goes to the spool first and leaves it only when the broker's
 PUBACK for it arrives, so an outage of any length (or a restart) loses nothing; a
-subscriber may see a window twice and drops the copy by (device_id, seq).
+subscriber may see a window twice and drops the copy by window_id.
 
 Threads: paho's network thread runs the callbacks; one worker thread of ours does every
 `mood` publish and every spool ack. Callbacks never take a lock that is held around a
@@ -177,7 +177,12 @@ class MqttPublisher:
                  self.client_id, self.topics.base)
 
     def submit_window(self, payload: dict[str, Any]) -> int:
-        """Spool a finished window (durably), then publish it when possible; return its seq."""
+        """Spool a finished window (durably), then publish it when possible; return its seq.
+        A payload without "seq" is numbered from the spool here (stream, seq, window_id)."""
+        if "seq" not in payload:
+            seq, stream = self.spool.allocate(), self.spool.stream
+            payload = {**payload, "seq": seq, "stream": stream,
+                       "window_id": f"{payload['device_id']}/{stream}/{seq}"}
         seq = self.spool.put(payload)
         self._wake.set()
         return seq

@@ -7,8 +7,9 @@ new pipeline swapped in. A reload that fails for any reason leaves the running c
 model, camera and open window untouched, logs one line, and lists `faults.config`
 until a reload succeeds.
 
-device_id, [mqtt] and [spool] take a restart (the connection, its last will and the
-spool file are the daemon's identity); the log says so and keeps the old values.
+device_id, [mqtt], [spool] and [clock] take a restart (the connection, its last will,
+the spool file and the clock's sync source are set up once); the log says so and keeps
+the old values.
 [campaign] applies at once: a new topic is subscribed in place of the old one.
 """
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESTART_ONLY = ("device_id", "mqtt", "spool")
+RESTART_ONLY = ("device_id", "mqtt", "spool", "clock")
 
 
 def reload(d: Daemon) -> None:

@@ -92,6 +92,10 @@ class Spool:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            # A short WAL, truncated after each checkpoint: on a small SD partition the
+            # log of a few windows' commits must not be what fills the disk.
+            db.execute("PRAGMA wal_autocheckpoint=16")
+            db.execute("PRAGMA journal_size_limit=0")
             row = db.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {row}")
@@ -237,11 +241,14 @@ class Spool:
         """
         try:
             validate_mood(payload)
+            try:
+                text = _dumps(payload)
+            except ValueError as e:  # NaN or infinity: valid to the schema, not JSON
+                raise PayloadError(f"invalid mood payload: {e}") from None
         except PayloadError as e:
             self._reject(payload, e)
             raise
         seq = int(payload["seq"])
-        text = _dumps(payload)
 
         def tx(db: sqlite3.Connection) -> int:
             db.execute(
@@ -348,6 +355,11 @@ class Spool:
             self._tx(lambda db: db.executemany(
                 "UPDATE windows SET payload = ?, held = 0 WHERE seq = ?", changed))
         return len(changed)
+
+    def compact(self) -> None:
+        """Fold the write-ahead log into the database and truncate it: on a small file
+        system a grown WAL alone can fill the disk."""
+        self._run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
     # --- counters ---
 

@@ -53,14 +53,15 @@ class WindowStore:
         self._unrecorded = False  # numbers handed out the spool has not recorded
         self._last_retry = -1e18
         self._counts = {"depth": 0, "dropped": 0, "held": 0}
+        self._to_recover = True  # the last run's checkpoint, until it is spooled
 
     # -- faults ----------------------------------------------------------------
     def _failed(self, what: str, e: BaseException) -> None:
-        msg = f"{what}: {one_line(e)}"
-        if msg != self.fault:
-            log.error("spool %s: %s; windows wait in memory (%d) and are retried",
-                      self.spool.path, msg, len(self._queue))
-        self.fault = msg
+        cause = one_line(e)  # the status says the cause; the log line also says what
+        if cause != self.fault:
+            log.error("spool %s: %s: %s; windows wait in memory (%d) and are retried",
+                      self.spool.path, what, cause, len(self._queue))
+        self.fault = cause
 
     def _ok(self) -> None:
         if self.fault is not None:
@@ -142,6 +143,8 @@ class WindowStore:
             return
         self._last_retry = now
         try:
+            if self.fault is not None:
+                self.spool.compact()  # a full disk: the WAL may be what fills it
             if self._unrecorded:
                 self.spool.reserve_through(self._last_seq)
                 self._unrecorded = False
@@ -168,8 +171,28 @@ class WindowStore:
         return len(self._queue)
 
     # -- checkpoints and held windows -------------------------------------------
+    def recover(self) -> list[int]:
+        """Spool what the last run left in its checkpoint (it died); on a spool error
+        (full disk) it stays there and is tried again before the next checkpoint."""
+        try:
+            done = self.spool.recover()
+        except (sqlite3.Error, OSError) as e:
+            self._failed("cannot recover the last checkpoint", e)
+            return []
+        self._to_recover = False
+        if done:
+            log.warning("recovered %d window(s) from the last checkpoint of a run that "
+                        "died (seq %s)", len(done), ", ".join(map(str, done)))
+            if self.on_stored is not None:
+                self.on_stored()
+        return done
+
     def checkpoint(self, snapshot: list[tuple[dict[str, Any], tuple[float, float], bool]]
                    ) -> None:
+        if self._to_recover:
+            self.recover()
+            if self._to_recover:
+                return  # never overwrite a checkpoint not yet recovered
         rows = [(p, None if synced else Hold(self.boot, span[0], span[1], self._now()))
                 for p, span, synced in snapshot]
         try:

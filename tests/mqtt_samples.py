@@ -6,21 +6,28 @@ from typing import Any
 
 LABELS = ["happy", "sad", "neutral"]
 SHA = "ab" * 32
+STREAM = "0123456789abcdef"
+
+
+def numbered(payload: dict[str, Any], seq: int, stream: str = STREAM) -> dict[str, Any]:
+    """The payload with its identity: seq, stream and window_id."""
+    return {**payload, "seq": seq, "stream": stream,
+            "window_id": f"{payload['device_id']}/{stream}/{seq}"}
 
 
 def mood(device_id: str = "shop-12", minute: int = 0, content_id: str | None = "promo-42",
-         happy: int = 2) -> dict[str, Any]:
-    """A window without "seq": the spool assigns it."""
+         happy: int = 2, seq: int | None = None) -> dict[str, Any]:
+    """A window; without seq it lacks "seq", "stream" and "window_id" (the publisher's
+    submit_window numbers it from the spool)."""
     labels = [*LABELS, "unknown"]
     viewers = {"happy": happy, "sad": 0, "neutral": 1, "unknown": 0}
     detections = {"happy": 40, "sad": 3, "neutral": 10, "unknown": 0}
     start = f"2026-11-24T07:{minute:02d}:00Z"
     end = f"2026-11-24T07:{minute:02d}:59.500Z"
     n = sum(viewers.values())
-    return {
-        "schema": "moodcam/mood/1",
+    payload = {
+        "schema": "moodcam/mood/2",
         "device_id": device_id,
-        "window_id": f"{device_id}/{start}/{content_id or '-'}",
         "start": start,
         "end": end,
         "content_id": content_id,
@@ -36,13 +43,16 @@ def mood(device_id: str = "shop-12", minute: int = 0, content_id: str | None = "
                                "total": None}),
         "frames": 595,
         "fps": 9.92,
+        "clock": "synced",
+        "recovered": False,
     }
+    return payload if seq is None else numbered(payload, seq)
 
 
 def status(device_id: str = "shop-12", state: str = "running",
            labels: list[str] | None = None) -> dict[str, Any]:
     return {
-        "schema": "moodcam/status/1",
+        "schema": "moodcam/status/2",
         "device_id": device_id,
         "version": "0.1.0",
         "state": state,
@@ -53,8 +63,10 @@ def status(device_id: str = "shop-12", state: str = "running",
         "detector": "yunet",
         "camera": {"source": "sample", "state": "ok", "frames": 1200, "last_frame_age_s": 0.1},
         "fps": 9.9,
-        "spool": {"depth": 0, "dropped": 0},
+        "spool": {"depth": 0, "dropped": 0, "rejected": 0, "held": 0},
         "mqtt": {"connected": True},
         "content_id": "promo-42",
-        "last_window_id": "shop-12/2026-11-24T07:00:00Z/promo-42",
+        "last_window_id": f"shop-12/{STREAM}/17",
+        "clock": {"synchronized": True, "source": "timesyncd"},
+        "faults": {},
     }

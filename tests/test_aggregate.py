@@ -1,18 +1,24 @@
-"""Windows, campaign segments and the exact mood payload contract."""
+"""Windows, campaign segments, clock steps and the exact mood payload contract.
+
+The aggregator runs on a monotonic timeline; `offset` (wall minus monotonic) stamps it.
+Here T0 stands for monotonic times whose offset is 0 unless a test steps the clock.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
-from device.aggregate import Aggregator, iso
+from device.aggregate import REPLAY_STREAM, Aggregator, iso
 from device.classify import Mood
 from device.track import FinishedTrack
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z, 40 s into a minute
 MODEL = {"name": "m", "version": "1", "sha256": "a" * 64}
-KEYS = ["schema", "device_id", "window_id", "start", "end", "content_id", "model", "labels",
-        "viewers", "viewers_total", "detections", "detections_total", "mean_confidence",
-        "dwell_s", "frames", "fps"]
+KEYS = ["schema", "device_id", "window_id", "seq", "stream", "start", "end", "content_id",
+        "model", "labels", "viewers", "viewers_total", "detections", "detections_total",
+        "mean_confidence", "dwell_s", "frames", "fps", "clock", "recovered"]
+S = REPLAY_STREAM
 
 
 def mood(label: str, conf: float) -> Mood:
@@ -42,8 +48,9 @@ def test_windows_align_to_the_clock_and_carry_the_contract() -> None:
     assert len(out) == 1
     p = out[0]
     assert list(p) == KEYS
-    assert p["schema"] == "moodcam/mood/1"
-    assert p["window_id"] == "shop-12/2026-11-18T11:06:00Z/-"
+    assert p["schema"] == "moodcam/mood/2"
+    assert p["window_id"] == f"shop-12/{S}/1" and p["seq"] == 1 and p["stream"] == S
+    assert p["clock"] == "synced" and p["recovered"] is False
     assert p["start"] == "2026-11-18T11:06:40Z"  # the run began mid-window
     assert p["end"] == "2026-11-18T11:07:00Z"
     assert p["content_id"] is None
@@ -55,10 +62,9 @@ def test_windows_align_to_the_clock_and_carry_the_contract() -> None:
     assert p["dwell_s"] == {"count": 0, "mean": None, "median": None, "max": None,
                             "total": 0.0}
     assert p["frames"] == 100 and p["fps"] == 5.0
-    assert "seq" not in p
     json.dumps(p)
     (last,) = a.close(T0 + 40)
-    assert last["window_id"] == "shop-12/2026-11-18T11:07:00Z/-"
+    assert last["window_id"] == f"shop-12/{S}/2"
     assert last["start"] == "2026-11-18T11:07:00Z" and last["end"] == "2026-11-18T11:07:20Z"
     assert last["detections"] == {"happy": 0, "sad": 1, "unknown": 1}
     assert last["mean_confidence"]["unknown"] == 0.4
@@ -81,13 +87,13 @@ def test_viewer_counted_once_in_the_window_it_was_last_seen() -> None:
     assert last["dwell_s"]["median"] == 14.0 and last["dwell_s"]["max"] == 19.0
 
 
-def test_campaign_segments_split_a_window_and_returning_content_gets_a_part() -> None:
+def test_campaign_segments_split_a_window_each_with_its_own_number() -> None:
     a = agg(window_s=60)
     a.set_content("promo-41", T0)  # before the first frame: the first segment takes it
     a.add_frame(T0, [mood("happy", 0.9)])
     out = a.set_content("promo-42", T0 + 5)
     assert [p["content_id"] for p in out] == ["promo-41"]
-    assert out[0]["window_id"] == "shop-12/2026-11-18T11:06:00Z/promo-41"
+    assert out[0]["window_id"] == f"shop-12/{S}/1"
     assert out[0]["end"] == "2026-11-18T11:06:45Z"
     a.add_frame(T0 + 6, [mood("sad", 0.7)])
     out += a.set_content("promo-42", T0 + 7)  # same content again: nothing happens
@@ -95,12 +101,11 @@ def test_campaign_segments_split_a_window_and_returning_content_gets_a_part() ->
     out += a.set_content(None, T0 + 12)
     out += a.add_frame(T0 + 21, [])
     out += a.close(T0 + 25)
-    ids = [p["window_id"] for p in out]
-    assert ids == ["shop-12/2026-11-18T11:06:00Z/promo-41",
-                   "shop-12/2026-11-18T11:06:00Z/promo-42",
-                   "shop-12/2026-11-18T11:06:00Z/promo-41#2",
-                   "shop-12/2026-11-18T11:06:00Z/-",
-                   "shop-12/2026-11-18T11:07:00Z/-"]
+    # Returning content, no content ("-" before) and the next window: distinct ids,
+    # numbered in the order the segments opened.
+    assert [p["window_id"] for p in out] == [f"shop-12/{S}/{i}" for i in range(1, 6)]
+    assert [p["start"][11:19] for p in out] == ["11:06:40", "11:06:45", "11:06:50",
+                                                 "11:06:52", "11:07:00"]
     assert out[1]["detections"]["sad"] == 1 and out[1]["start"] == "2026-11-18T11:06:45Z"
     assert [p["content_id"] for p in out] == ["promo-41", "promo-42", "promo-41", None, None]
     # Segments tile the run: each ends where the next starts.
@@ -111,8 +116,8 @@ def test_content_carries_over_into_the_next_window() -> None:
     a = agg(window_s=10, content_id="promo-7")
     a.add_frame(T0, [])
     out = a.add_frame(T0 + 25, [])
-    assert [p["window_id"].split("/", 1)[1] for p in out] == [
-        "2026-11-18T11:06:40Z/promo-7", "2026-11-18T11:06:50Z/promo-7"]
+    assert [(p["start"], p["content_id"]) for p in out] == [
+        ("2026-11-18T11:06:40Z", "promo-7"), ("2026-11-18T11:06:50Z", "promo-7")]
     assert out[1]["frames"] == 0 and out[1]["fps"] == 0.0  # camera down: still reported
 
 
@@ -143,8 +148,8 @@ def test_payloads_validate_against_the_published_schema() -> None:
     a.add_tracks([track(1, T0, T0 + 1)])
     out = a.set_content("promo-2", T0 + 3) + a.add_frame(T0 + 4, []) + a.close(T0 + 5)
     assert len(out) == 2
-    for i, p in enumerate(out, 1):
-        validate_mood({**p, "seq": i})
+    for p in out:
+        validate_mood(p)
 
 
 def test_content_switch_stamped_before_the_last_frame_never_ends_before_start() -> None:
@@ -158,6 +163,98 @@ def test_content_switch_stamped_before_the_last_frame_never_ends_before_start() 
     out += agg.close(103.0)
     assert [p["content_id"] for p in out] == [None, "promo-1"]
     for p in out:
-        p["seq"] = 1
         validate_mood(p)
-        assert p["end"] >= p["start"]
+        assert p["end"] > p["start"]
+
+
+def _span(p: dict[str, object]) -> float:
+    return (datetime.fromisoformat(str(p["end"])) -
+            datetime.fromisoformat(str(p["start"]))).total_seconds()
+
+
+def _run_with_step(step_s: float) -> list[dict[str, object]]:
+    """20 s of frames at 2 fps in 10 s windows, the wall clock stepped by step_s at +7 s."""
+    from device.payloads import validate_mood
+
+    a = agg(window_s=10, offset=0.0)
+    out = []
+    for i in range(40):
+        m = T0 + i / 2
+        offset = step_s if i / 2 >= 7 else 0.0
+        out += a.set_clock(m, offset, True)
+        out += a.add_frame(m, [mood("happy", 0.9)])
+    out += a.close(T0 + 20)
+    for p in out:
+        validate_mood(p)
+    return out
+
+
+def test_a_clock_step_of_any_size_splits_the_window_once_and_never_inflates() -> None:
+    for step in (3 * 3600.0, 5 * 365.25 * 86400, -3600.0):
+        out = _run_with_step(step)
+        # 20 s of real time: the window open at the step ends there, the next starts at
+        # the new wall time, and no window is invented for the jump.
+        # 07-47 before the step, 47-50 and 50-00 (the next aligned window) after it.
+        assert len(out) == 3, (step, [(p["start"], p["end"]) for p in out])
+        assert sum(_span(p) for p in out) == 20.0
+        assert sum(int(p["frames"]) for p in out) == 40  # type: ignore[call-overload]
+        assert all(_span(p) > 0 for p in out)
+        assert [p["seq"] for p in out] == [1, 2, 3]
+        assert out[0]["end"] == "2026-11-18T11:06:47Z"
+        assert out[1]["start"] == iso(T0 + 7 + step)
+        # After the step the windows align to the new wall clock again.
+        assert str(out[2]["start"]).endswith("0Z")
+
+
+def test_small_drift_below_the_tolerance_does_not_split() -> None:
+    a = agg(window_s=10)
+    out = []
+    for i in range(30):
+        out += a.set_clock(T0 + i / 2, 0.5 if i > 5 else 0.0, True)
+        out += a.add_frame(T0 + i / 2, [])
+    assert len(out) == 1 and out[0]["end"] == "2026-11-18T11:06:50Z"
+
+
+def test_a_step_before_any_frame_restamps_the_empty_segment_keeping_its_number() -> None:
+    a = agg(window_s=10)
+    a.add_frame(T0, [])
+    out = a.poll(T0 + 10)  # window 1 closed; window 2 (number 2) open, nothing in it yet
+    out += a.set_clock(T0 + 10, 3600.0, True)
+    out += a.add_frame(T0 + 11, []) + a.close(T0 + 12)
+    assert [p["seq"] for p in out] == [1, 2]
+    assert out[1]["start"] == iso(T0 + 3610) and out[1]["end"] == iso(T0 + 3612)
+
+
+def test_unsynced_segments_are_flagged_and_numbers_come_from_the_callable() -> None:
+    numbers = iter(range(41, 50))
+    a = agg(window_s=10, synced=False, stream="abcdef0123456789", seq=lambda: next(numbers))
+    a.add_frame(T0, [])
+    out = a.add_frame(T0 + 10, [])
+    assert out[0]["clock"] == "unsynced"
+    assert out[0]["window_id"] == "shop-12/abcdef0123456789/41"
+    assert a.spans[41] == (T0, T0 + 10)  # the monotonic span, for restamping
+
+
+def test_a_dropped_sliver_gives_its_number_back() -> None:
+    a = agg(window_s=60)
+    a.add_frame(T0, [])
+    a.close(T0 + 20.2)  # the sliver took number 2 and gave it back
+    a.add_frame(T0 + 100, [])
+    (p,) = a.close(T0 + 101)
+    assert p["seq"] == 2
+
+
+def test_snapshot_counts_open_windows_and_viewers_on_screen_as_recovered() -> None:
+    a = agg(window_s=10, grace_s=2.0)
+    a.add_frame(T0, [mood("happy", 0.9)])
+    a.add_frame(T0 + 10.5, [])  # window 1 closed, held for grace; window 2 open
+    snap = a.snapshot(T0 + 11, [track(7, T0 + 1, T0 + 9)])
+    assert [p["seq"] for p, _, _ in snap] == [1, 2]
+    first, second = snap[0][0], snap[1][0]
+    assert first["recovered"] is True and first["viewers_total"] == 1
+    assert second["end"] == iso(T0 + 11) and second["viewers_total"] == 0
+    # The live aggregator is untouched: the track is counted once when it really ends.
+    a.add_tracks([track(7, T0 + 1, T0 + 9)])
+    out = a.close(T0 + 12)
+    assert [p["viewers_total"] for p in out] == [1, 0]
+    assert all(p["recovered"] is False for p in out)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def mood(**kw: Any) -> dict[str, Any]:
-    return samples.mood(**kw) | {"seq": 17}
+    return samples.mood(seq=17, **kw)
 
 
 @pytest.mark.parametrize("name", ["mood", "status"])
@@ -25,8 +25,8 @@ def test_schemas_are_valid_versioned_and_documented(name: str) -> None:
     schema = load_schema(name)
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["$id"].endswith(f"/{name}/1.json")
-    assert schema["properties"]["schema"]["const"] == f"moodcam/{name}/1"
+    assert schema["$id"].endswith(f"/{name}/2.json")
+    assert schema["properties"]["schema"]["const"] == f"moodcam/{name}/2"
 
     def walk(node: dict[str, Any], where: str) -> None:
         if node.get("type") == "object" and "properties" in node:
@@ -50,8 +50,8 @@ def test_valid_examples() -> None:
 def test_the_agreed_contract_example() -> None:
     """The example from the pipeline contract, verbatim."""
     validate_mood({
-        "schema": "moodcam/mood/1", "device_id": "shop-12",
-        "window_id": "shop-12/2026-11-24T07:00:00Z/promo-42", "seq": 17,
+        "schema": "moodcam/mood/2", "device_id": "shop-12",
+        "window_id": "shop-12/0123456789abcdef/17", "seq": 17, "stream": "0123456789abcdef",
         "start": "2026-11-24T07:00:00Z", "end": "2026-11-24T07:01:00Z",
         "content_id": "promo-42",
         "model": {"name": "moodcam-fer", "version": "2026.11.24", "sha256": "0" * 64},
@@ -61,7 +61,7 @@ def test_the_agreed_contract_example() -> None:
         "detections_total": 55,
         "mean_confidence": {"happy": 0.81, "sad": 0.6, "neutral": 0.7, "unknown": 0.5},
         "dwell_s": {"count": 3, "mean": 12.5, "median": 10.0, "max": 20.1, "total": 37.5},
-        "frames": 600, "fps": 9.97,
+        "frames": 600, "fps": 9.97, "clock": "synced", "recovered": False,
     })
 
 
@@ -79,7 +79,13 @@ def _broken(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("path", "value", "why"), [
-    ("schema", "moodcam/mood/2", "schema"),
+    ("schema", "moodcam/mood/1", "schema"),
+    ("window_id", "shop-12/0123456789abcdef/18", "window_id"),
+    ("window_id", "shop-12/2026-11-24T07:00:00Z/promo-42", "window_id"),
+    ("stream", "0123456789ABCDEF", "stream"),
+    ("clock", "guessed", "clock"),
+    ("recovered", KeyError, "recovered"),
+    ("end", "2026-11-24T07:00:00Z", "not after start"),
     ("seq", 0, "seq"),
     ("seq", KeyError, "seq"),
     ("extra", 1, "Additional properties"),
@@ -96,7 +102,7 @@ def _broken(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     ("mean_confidence.happy", None, "null exactly when"),
     ("dwell_s.count", 7, "dwell_s.count"),
     ("dwell_s.mean", None, "dwell_s"),
-    ("end", "2026-11-24T06:00:00Z", "before start"),
+    ("end", "2026-11-24T06:00:00Z", "not after start"),
     ("fps", -1, "fps"),
 ])
 def test_invalid_moods_are_rejected(path: str, value: Any, why: str) -> None:
@@ -107,6 +113,8 @@ def test_invalid_moods_are_rejected(path: str, value: Any, why: str) -> None:
 @pytest.mark.parametrize(("path", "value"), [
     ("state", "sleeping"), ("detector", "dnn"), ("camera.state", "broken"),
     ("spool.depth", -1), ("mqtt.connected", "yes"), ("model.labels", "happy"),
+    ("spool.rejected", KeyError), ("clock.synchronized", "yes"), ("faults.Spool", "x"),
+    ("faults.spool", "x" * 301),
     ("uptime_s", KeyError), ("extra", 1), ("camera.extra", 1),
 ])
 def test_invalid_statuses_are_rejected(path: str, value: Any) -> None:

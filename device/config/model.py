@@ -39,8 +39,8 @@ class CameraConfig(Section):
         description=(
             "Where frames come from: 'auto' (the Pi camera if picamera2 is importable and a "
             "camera exists, else V4L2 device 0 if it opens, else the built-in sample), "
-            "'picamera', 'sample', a V4L2 index such as '0', an rtsp:// or http(s):// URL, "
-            "a video file, or an image folder or glob."
+            "'picamera', 'sample', a V4L2 index such as '0' or node such as '/dev/video0', "
+            "an rtsp:// or http(s):// URL, a video file, or an image folder or glob."
         ),
     )
     width: int = Field(640, ge=16, le=4096, description="Requested frame width in pixels.")
@@ -50,7 +50,8 @@ class CameraConfig(Section):
     )
     retry_initial_s: float = Field(
         1.0, gt=0, le=3600,
-        description="First delay in seconds before reopening a lost camera (doubles each try).",
+        description=("First delay in seconds before reopening a camera that is absent or lost "
+                     "(doubles each try; the daemon keeps running meanwhile)."),
     )
     retry_max_s: float = Field(
         30.0, gt=0, le=3600, description="Longest delay in seconds between camera reopen tries."

@@ -44,6 +44,8 @@ echo "== mypy"
 echo "== pytest (dev venv)"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== pytest (Pi-constraints venv: device tests only)"
-.venv-pi/bin/python -m pytest -p no:cacheprovider --ignore-glob='tests/test_training_*' tests
+# The 2-minute soak runs once, in the dev venv (deploy/soak.py runs it for longer).
+.venv-pi/bin/python -m pytest -p no:cacheprovider --ignore-glob='tests/test_training_*' \
+    --ignore=tests/test_soak.py tests
 echo "== emulated Pi (aarch64 root under qemu: install.sh + smoke run, compared with x86)"
 as_root bash deploy/pi-emulated.sh

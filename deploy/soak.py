@@ -18,7 +18,7 @@ every `mood` and `status`. At the end it asserts, and prints what it measured:
   opened after the last checkpoint (spool.checkpoint_s = 1 s here, window_s = 2 s: at
   most one per kill); everything else arrives, `recovered: true` for the window open at
   the kill;
-- no daemon printed a traceback.
+- no daemon exited on its own or printed a traceback.
 
 The wall clock is stepped through MOODCAM_CLOCK_OFFSET_FILE (device/clock.py), the
 daemon's test hook: libfaketime breaks Python's time.sleep.
@@ -69,6 +69,7 @@ class Run:
     out: Path
     err: Path
     killed: bool = False
+    died: int | None = None  # exit code, when it ended before we ended it
 
     def printed(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.out.read_text().splitlines() if line]
@@ -114,6 +115,7 @@ class Soak:
         return self.runs[-1]
 
     def kill_daemon(self) -> None:
+        self.daemon.died = self.daemon.proc.poll()
         self.daemon.proc.kill()
         self.daemon.proc.wait(10)
         self.daemon.killed = True
@@ -240,6 +242,8 @@ class Soak:
             if n > 1:
                 problems.append(f"{n} windows lost at one kill -9 (seq {lo + 1}..{hi - 1})")
         for r in self.runs:
+            if r.died is not None:
+                problems.append(f"{r.err.name}: the daemon exited {r.died} on its own")
             err = r.err.read_text(errors="replace")
             if "Traceback" in err or "RecursionError" in err:
                 problems.append(f"{r.err.name}: a traceback")

@@ -7,7 +7,8 @@
 Every 10 s one event, in a cycle: a burst of 1,000 alternating now-playing ids in about
 2 s, the broker restarted (SIGTERM), the wall clock stepped forward 1 h, the daemon killed
 with kill -9 and restarted, the broker crashed (kill -9), the wall clock stepped back
-1 h, a SIGHUP reload, the daemon killed again. A persistent-session subscriber records
+1 h, a SIGHUP with a non-UTF-8 config (refused) then with the good one, the daemon killed
+again. A persistent-session subscriber records
 every `mood` and `status`. At the end it asserts, and prints what it measured:
 
 - every payload validates against its JSON Schema; no status counts a rejected or
@@ -156,6 +157,12 @@ class Soak:
         elif name == "daemon-kill":
             self.kill_daemon()
         elif name == "reload":
+            # A hostile file first (refused, faults.config), then the good one again.
+            good = self.cfg.read_bytes()
+            self.cfg.write_bytes(good.replace(b'device_id = "', b'device_id = "\xff'))
+            self.daemon.proc.send_signal(signal.SIGHUP)
+            time.sleep(2)
+            self.cfg.write_bytes(good)
             self.daemon.proc.send_signal(signal.SIGHUP)
         else:
             raise ValueError(name)
@@ -241,6 +248,10 @@ class Soak:
             n = len([s for s in missing if lo < s < hi])
             if n > 1:
                 problems.append(f"{n} windows lost at one kill -9 (seq {lo + 1}..{hi - 1})")
+        refused = sum(r.err.read_text(errors="replace").count("reload failed")
+                      for r in self.runs)
+        if refused != [n for _, n in self.events].count("reload"):
+            problems.append(f"{refused} reloads refused, expected one per reload event")
         for r in self.runs:
             if r.died is not None:
                 problems.append(f"{r.err.name}: the daemon exited {r.died} on its own")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from device.capture import CaptureError, FrameSource, LatestFrameGrabber, make_source
 from device.classify import Classifier
 from device.config import CampaignConfig, Config, ConfigError, parse_config, resolve_model_dir
+from device.config.load import clip
 from device.detect import DetectorError, FaceDetector, make_detector
 from device.manifest import ManifestError
 from device.nowplaying import NowPlaying
@@ -83,7 +84,7 @@ def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
     except (ManifestError, ModelLoadError, RuntimeUnavailable) as e:
         raise StartupError(f"model: {e}") from None
     except OSError as e:
-        raise StartupError(f"model: cannot read {d}: {e.strerror or e}") from None
+        raise StartupError(f"model: cannot read {clip(str(d))}: {e.strerror or e}") from None
 
 
 def load_detector(cfg: Config) -> FaceDetector:

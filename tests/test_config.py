@@ -147,6 +147,15 @@ def test_hostile_files_give_one_short_line(name: str, tmp_path: Path) -> None:
     assert len(line) < 300 + len(str(f)), line
 
 
+def test_warnings_cut_long_values_too(tmp_path: Path) -> None:
+    f = tmp_path / "moodcam.toml"
+    f.write_text('device_id = "a"\n[model]\ndir = "/' + "d" * 100_000 + '"\n')
+    err = io.StringIO()
+    assert check_config_command(f, out=io.StringIO(), err=err) == 0
+    (line,) = [ln for ln in err.getvalue().splitlines() if "model.dir" in ln]
+    assert len(line) < 150 and "(100001 characters) cannot be checked" in line
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "nope.toml")

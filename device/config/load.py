@@ -263,8 +263,15 @@ def config_warnings(cfg: Config, environ: Mapping[str, str] | None = None) -> li
     if cfg.detector.kind == "yunet":
         files.append(("detector.yunet_model", cfg.detector.yunet_model))
     for key, path in files:
-        if path is not None and not path.exists():
-            out.append(f"{key}: {path} does not exist (yet)")
+        if path is None:
+            continue
+        try:
+            exists = path.exists()
+        except OSError as e:  # e.g. a name too long for the file system
+            out.append(f"{key}: {clip(str(path))} cannot be checked: {e.strerror or e}")
+            continue
+        if not exists:
+            out.append(f"{key}: {clip(str(path))} does not exist (yet)")
     env = os.environ if environ is None else environ
     has_password = cfg.mqtt.password_file is not None or bool(env.get("CREDENTIALS_DIRECTORY"))
     if has_password and not cfg.mqtt.username:

@@ -67,10 +67,12 @@ def state_dir() -> Path:
 
 def builtin_config(device_id: str | None = None) -> Config:
     """Defaults for a run without --config: this host's name, the spool in a state dir
-    the user can write."""
+    the user can write, and this machine's clock trusted (a desktop or laptop, not a Pi
+    without a real-time clock: the installed service's config trusts only NTP)."""
     try:
         return parse_config({"device_id": device_id or hostname_device_id(),
-                             "spool": {"path": str(state_dir() / "spool.sqlite")}})
+                             "spool": {"path": str(state_dir() / "spool.sqlite")},
+                             "clock": {"trust": "always"}})
     except ConfigError as e:
         raise StartupError(e.problems[0], 2) from None
 

@@ -90,6 +90,10 @@ class Spool:
         # isolation_level=None: transactions are explicit, so each put is one atomic commit.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            # One process owns the spool: the WAL index then lives in memory, no -shm file
+            # is needed, so the spool still opens on a full disk (and a second daemon on
+            # the same file gets "database is locked" instead of sharing it).
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             # A short WAL, truncated after each checkpoint: on a small SD partition the

@@ -216,6 +216,7 @@ def test_run_without_config_prints_windows(model_dir: Path, tmp_path: Path) -> N
     assert rc == 0, err
     windows = [json.loads(line) for line in out.splitlines()]
     assert windows and all(w["frames"] > 0 for w in windows[:-1])
+    assert {w["clock"] for w in windows} == {"synced"}  # a desktop's clock is trusted
     assert (tmp_path / "moodcam" / "spool.sqlite").exists()
 
 

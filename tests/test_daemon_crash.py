@@ -4,18 +4,17 @@ window, never silently: a window lost before its first checkpoint leaves a seq g
 from __future__ import annotations
 
 import json
-import sqlite3
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from device.payloads import validate_mood
 from device.spool import Spool
 from tests.broker import wait_until
-from tests.daemonproc import finish, start, write_config
+from tests.daemonproc import NotifySocket, finish, start, write_config
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -27,30 +26,33 @@ def config(tmp_path: Path, model_dir: Path, checkpoint_s: float) -> Path:
     return cfg
 
 
-def checkpoint(tmp_path: Path) -> list[dict[str, Any]]:
+def started(tmp_path: Path, cfg: Path, after_ready_s: float
+            ) -> subprocess.Popen[str]:
+    """A daemon that has been READY (camera open, scenario time 0) for after_ready_s.
+    The spool is the daemon's alone while it runs (exclusive lock): tests read it after."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    p = start(cfg, env=notify.env(watchdog_s=30))
     try:
-        with sqlite3.connect(tmp_path / "spool.sqlite") as db:
-            rows = db.execute("SELECT payload FROM checkpoint ORDER BY seq").fetchall()
-    except sqlite3.Error:
-        return []
-    return [json.loads(r[0]) for r in rows]
+        assert wait_until(lambda: "READY=1" in notify.text(), timeout=40), "never ready"
+        time.sleep(after_ready_s)
+    finally:
+        notify.close()
+    return p
+
+
+def crash(p: subprocess.Popen[str]) -> float:
+    p.kill()
+    t = time.time()
+    p.communicate(timeout=10)
+    return t
 
 
 def test_kill_9_mid_window_recovers_it_with_the_viewers_on_screen(
         model_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, model_dir, 1)
-    p = start(cfg)
-    try:
-        # The sample scenario's first person is on screen for its first 8 s: wait for a
-        # checkpoint that counts them while they are still in view.
-        assert wait_until(lambda: any(w["viewers_total"] >= 1 for w in checkpoint(tmp_path)),
-                          timeout=40), "no checkpoint with a viewer"
-        p.kill()
-        t_kill = time.time()
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
+    # The sample scenario's first person is on screen from 0 to 8 s: killed at 5 s, the
+    # last checkpoint (at most 1 s earlier) counts them while still in view.
+    t_kill = crash(started(tmp_path, cfg, 5.0))
     rc, out, err = finish(start(cfg, "--duration", "3", "--json"), timeout=60)
     assert rc == 0, err
     assert "recovered 1 window(s) from the last checkpoint" in err
@@ -70,22 +72,8 @@ def test_kill_9_mid_window_recovers_it_with_the_viewers_on_screen(
 def test_kill_9_before_the_first_checkpoint_shows_as_a_seq_gap(
         model_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, model_dir, 600)
-    p = start(cfg)
-    try:
-        # The window's number is taken (and persisted) when it opens.
-        def opened() -> bool:
-            try:
-                with Spool(tmp_path / "spool.sqlite") as s:
-                    return s.next_seq() == 2
-            except sqlite3.Error:
-                return False
-        assert wait_until(opened, timeout=40)
-        time.sleep(1)
-        p.kill()
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=10)
+    # The window's number is taken (and persisted) when it opens, at the first frame.
+    crash(started(tmp_path, cfg, 2.0))
     rc, _, err = finish(start(cfg, "--duration", "2", "--json"), timeout=60)
     assert rc == 0, err
     assert "recovered" not in err

@@ -155,11 +155,13 @@ def test_held_windows_wait_and_are_restamped_or_flagged(tmp_path: Path) -> None:
 
 
 def test_rollback_failure_never_hides_the_real_error(tmp_path: Path) -> None:
-    """A COMMIT that fails (disk full) ends the transaction: the caller sees why."""
+    """SQLite ends the transaction itself on some errors (a full disk): the caller sees
+    the real cause, not "cannot rollback - no transaction is active"."""
     with Spool(tmp_path / "s.sqlite") as s:
         w = window(s)
+        # RAISE(ROLLBACK) ends the transaction the way SQLITE_FULL can.
         s._db.execute("CREATE TRIGGER boom BEFORE INSERT ON windows "
-                      "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+                      "BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END")
         with pytest.raises(sqlite3.Error, match="database or disk is full"):
             s.put(w)
         assert not s._db.in_transaction

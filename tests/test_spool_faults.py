@@ -18,7 +18,16 @@ from device.spool import Spool
 from device.windowstore import WindowStore
 from tests import mqtt_samples as samples
 from tests.broker import Broker, Subscriber, wait_until
-from tests.daemonproc import DEV, NotifySocket, daemon, moods, terminate, write_config
+from tests.daemonproc import (
+    DEV,
+    NotifySocket,
+    daemon,
+    finish,
+    moods,
+    start,
+    terminate,
+    write_config,
+)
 
 FULL = "SELECT RAISE(ABORT, 'database or disk is full')"
 
@@ -187,23 +196,30 @@ def fill(path: Path) -> None:
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.parametrize("full_at_start", [False, True])
 def test_a_full_disk_degrades_then_recovers_without_loss(
-        model_dir: Path, tmp_path: Path, tiny_fs: Path) -> None:
-    """The spool's file system fills up under a running daemon (no broker, so windows
-    accumulate): it keeps running, says why (log, sd_notify STATUS, status faults), keeps
-    the windows in memory and spools them, numbered without a gap, once space returns."""
+        model_dir: Path, tmp_path: Path, tiny_fs: Path, full_at_start: bool) -> None:
+    """The spool's file system fills up under a running daemon, or is full when it
+    starts (no broker, so windows accumulate): it keeps running (no crash loop), says why
+    (log, sd_notify STATUS, status faults), keeps the windows in memory and spools them,
+    numbered without a gap, once space returns."""
     cfg = write_config(tmp_path / "c.toml", model_dir, None)
     cfg.write_text(cfg.read_text().replace(str(tmp_path / "spool.sqlite"),
                                            str(tiny_fs / "spool.sqlite"))
                    .replace("window_s = 2", "window_s = 1")
                    + "status_interval_s = 1\n")  # into [mqtt], the last section
+    if full_at_start:
+        rc, _, err = finish(start(cfg, "--duration", "3"), timeout=60)
+        assert rc == 0, err
+        fill(tiny_fs / "filler")
     notify = NotifySocket(tmp_path / "notify.sock")
     full = "faults: spool: database or disk is full"
     try:
         with daemon(cfg, "--json", env=notify.env(watchdog_s=30)) as p:
             assert wait_until(lambda: "READY=1" in notify.text(), timeout=40), p.stderr
-            wait_until(lambda: False, timeout=2)
-            fill(tiny_fs / "filler")
+            if not full_at_start:
+                wait_until(lambda: False, timeout=2)
+                fill(tiny_fs / "filler")
             assert wait_until(lambda: any(full in ln for ln in notify.text()), timeout=60)
             assert p.poll() is None
             n = len(notify.text())
@@ -224,4 +240,5 @@ def test_a_full_disk_degrades_then_recovers_without_loss(
         validate_mood(w)
     # Every window the daemon closed is spooled once, numbered without a gap.
     assert [w["seq"] for w in spooled] == list(range(1, len(spooled) + 1))
-    assert [w["window_id"] for w in spooled] == [w["window_id"] for w in printed]
+    assert [w["window_id"] for w in spooled[-len(printed):]] == [
+        w["window_id"] for w in printed]

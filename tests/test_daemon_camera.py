@@ -1,16 +1,19 @@
 """A running `moodcam run` without a camera: absent at start, and a camera swap that fails
 while the old camera cannot be reopened. The daemon keeps running, says so, closes
-windows with `frames: 0`, and does not burn CPU retrying (measured from /proc)."""
+windows with `frames: 0`, and does not burn CPU retrying (measured from /proc); an
+image folder removed mid-run is the same."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -130,3 +133,45 @@ def test_failed_camera_swap_while_the_camera_is_unplugged_does_not_busy_loop(
         validate_mood(m)
     for s in statuses(sub):
         validate_status(s)
+
+
+def test_image_folder_removed_mid_run_degrades_and_plays_again(
+        mosquitto: Broker, model_dir: Path, tmp_path: Path,
+        astronaut_bgr: np.ndarray) -> None:
+    folder = tmp_path / "frames"
+
+    def fill() -> None:
+        folder.mkdir()
+        frame = cv2.resize(astronaut_bgr, (320, 240))
+        for i in range(150):  # 30 s at 5 fps
+            cv2.imwrite(str(folder / f"{i:04d}.jpg"), frame)
+
+    fill()
+    cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port)
+    cfg.write_text(cfg.read_text().replace(
+        'source = "sample"', f'source = "{folder}"\nretry_initial_s = 0.2\nretry_max_s = 1.0'))
+    sub = Subscriber(mosquitto, [f"moodcam/{DEV}/#"])
+    try:
+        with daemon(cfg) as p:
+            assert sub.wait_for(lambda: any(m["frames"] > 0 for m in moods(sub)), timeout=40)
+            shutil.rmtree(folder)  # a real folder, really removed
+            assert sub.wait_for(lambda: last_status(sub).get("camera", {}).get("state")
+                                in ("retrying", "lost"), timeout=15)
+            s = last_status(sub)
+            assert s["state"] == "degraded" and "camera" in s["faults"]
+            n = len(moods(sub))
+            assert sub.wait_for(lambda: any(m["frames"] == 0 for m in moods(sub)[n:]),
+                                timeout=10)
+            assert p.poll() is None
+            fill()
+            n = len(moods(sub))
+            assert sub.wait_for(lambda: any(m["frames"] > 0 for m in moods(sub)[n:]),
+                                timeout=20)
+            assert sub.wait_for(lambda: last_status(sub).get("faults") == {}, timeout=10)
+            rc, _, err = terminate(p)
+    finally:
+        sub.close()
+    assert rc == 0 and "Traceback" not in err, err
+    assert "is gone" in err
+    for m in moods(sub):
+        validate_mood(m)

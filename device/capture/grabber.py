@@ -152,10 +152,13 @@ class LatestFrameGrabber:
         """Close, wait, reopen; returns the next backoff. Every try waits the backoff
         first (at most retry_max_s), so a camera that cannot be reopened costs one open()
         per backoff, never a busy loop."""
-        self.last_error = why
-        self.state = "lost" if backoff >= self.retry_max_s else "retrying"
-        log.warning("camera %s: %s; reopening in %.1f s (%s)",
-                    self.source.describe(), why, backoff, self.state)
+        state: CameraState = "lost" if backoff >= self.retry_max_s else "retrying"
+        # A camera that opens but fails every read repeats itself: warn once per cause.
+        level = logging.DEBUG if (why, state) == (self.last_error, self.state) else \
+            logging.WARNING
+        self.last_error, self.state = why, state
+        log.log(level, "camera %s: %s; reopening in %.1f s (%s)",
+                self.source.describe(), why, backoff, self.state)
         self._safe_close()
         while not self._stop.wait(backoff):
             backoff = min(backoff * 2, self.retry_max_s)
@@ -166,7 +169,7 @@ class LatestFrameGrabber:
                 # still reach "lost"; a delivered frame resets it in _run.
                 return backoff
             except CaptureError as e:
-                state: CameraState = "lost" if backoff >= self.retry_max_s else "retrying"
+                state = "lost" if backoff >= self.retry_max_s else "retrying"
                 # The same failure again is not news: one warning per cause and state.
                 level = (logging.DEBUG if (str(e), state) == (self.last_error, self.state)
                          else logging.WARNING)

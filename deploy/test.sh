@@ -49,10 +49,12 @@ echo "== mypy"
 echo "== pytest (dev venv)"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== pytest (Pi-constraints venv: device tests only)"
+# The 2-minute soak runs once, in the dev venv (deploy/soak.py runs it for longer).
 # The analyst side (analyst/, extra `analyst`) is not installed in the Pi venv.
 analyst_tests=(--ignore-glob='tests/test_db*' --ignore-glob='tests/test_collect*'
   --ignore-glob='tests/test_grafana*' --ignore-glob='tests/test_report*'
-  --ignore-glob='tests/test_nowplaying*' --ignore-glob='tests/test_e2e*')
+  --ignore-glob='tests/test_nowplaying*' --ignore-glob='tests/test_e2e*'
+  --ignore=tests/test_soak.py)
 .venv-pi/bin/python -m pytest -p no:cacheprovider --ignore-glob='tests/test_training_*' \
   "${analyst_tests[@]}" tests
 echo "== emulated Pi (aarch64 root under qemu: install.sh + smoke run, compared with x86)"

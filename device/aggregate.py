@@ -218,6 +218,12 @@ class Aggregator:
                 return seg  # earlier than any held segment: the oldest one still open
         return self._current(ts)
 
+    def begin(self, ts: float) -> None:
+        """Open the first window at ts without a frame, so a daemon whose camera is
+        absent from the start still closes windows (with frames: 0)."""
+        if self._open() is None:
+            self._current(ts)
+
     def poll(self, ts: float) -> list[dict[str, Any]]:
         """Advance time without a frame (camera down, idle loop)."""
         if self._segs:

@@ -1,7 +1,7 @@
 """Building the stages from a config: shared by `run`, `replay`, `classify` and `bench`.
 
-Every expected failure (bad model, missing detector file, absent camera) becomes a
-StartupError carrying one line that says what is wrong and what to do.
+Every expected failure (bad model, missing detector file, a camera source that names
+nothing) becomes a StartupError carrying one line that says what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -10,17 +10,21 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from device.bundle import BundleError, read_public_key, verify_installed
 from device.capture import CaptureError, FrameSource, LatestFrameGrabber, make_source
 from device.classify import Classifier
-from device.config import Config, ConfigError, parse_config, resolve_model_dir
-from device.config.load import repo_models_dir
+from device.config import CampaignConfig, Config, ConfigError, parse_config, resolve_model_dir
+from device.config.load import clip, repo_models_dir
 from device.detect import DetectorError, FaceDetector, make_detector, set_threads
 from device.manifest import ManifestError
+from device.nowplaying import NowPlaying
 from device.runtime import ModelLoadError, RuntimeUnavailable
 from device.schedule import Schedule, detections_needed
+from device.spool import Spool
 from device.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -92,7 +96,7 @@ def load_classifier(cfg: Config, model_dir: Path | None = None) -> Classifier:
     except (ManifestError, ModelLoadError, RuntimeUnavailable) as e:
         raise StartupError(f"model: {e}") from None
     except OSError as e:
-        raise StartupError(f"model: cannot read {d}: {e.strerror or e}") from None
+        raise StartupError(f"model: cannot read {clip(str(d))}: {e.strerror or e}") from None
 
 
 def load_detector(cfg: Config) -> FaceDetector:
@@ -129,12 +133,36 @@ def make_camera(cfg: Config, realtime: bool = True, spec: str | None = None,
         raise StartupError(f"camera: {e}") from None
 
 
-def start_grabber(cfg: Config, source: FrameSource) -> LatestFrameGrabber:
+def start_grabber(cfg: Config, source: FrameSource, strict: bool = True) -> LatestFrameGrabber:
+    """strict=False never raises: a camera that does not open is retried in the
+    background (the daemon's status says so)."""
     c = cfg.camera
     grabber = LatestFrameGrabber(source, max_fps=c.max_fps, retry_initial_s=c.retry_initial_s,
                                  retry_max_s=c.retry_max_s)
     try:
-        grabber.start()
+        grabber.start(strict)
     except CaptureError as e:
         raise StartupError(f"camera: {e}") from None
     return grabber
+
+
+class Publisher(Protocol):
+    def start(self) -> None: ...
+    def wake(self) -> None: ...
+    def publish_status(self, status: dict[str, Any]) -> None: ...
+    def set_campaign(self, campaign: CampaignConfig) -> None: ...
+    def stop(self, timeout: float) -> None: ...
+
+
+def make_publisher(cfg: Config, spool: Spool, now_playing: NowPlaying,
+                   stamp: Callable[[], float]) -> Publisher | None:
+    if not cfg.mqtt.enabled:
+        return None
+    from device.mqtt import MqttPublisher  # paho is only needed when publishing
+
+    # Both callbacks run on the MQTT thread; NowPlaying only records (thread-safe), the
+    # main loop applies the switches.
+    pub: Publisher = MqttPublisher(
+        cfg.mqtt, cfg.campaign, cfg.device_id, spool,
+        lambda cid: now_playing.announce(cid, stamp()), on_bad_content=now_playing.reject)
+    return pub

@@ -1,30 +1,36 @@
 """`moodcam run`: the long-running service.
 
-Start-up order matters for systemd: READY=1 is sent only once the model is verified,
-the camera delivers and the spool is open, so `systemctl start` fails visibly when any
-of them cannot work. Signals only set flags; the main loop acts on them between frames,
-so a window is never half-processed when it is closed, spooled and published.
+Start-up order matters for systemd: READY=1 is sent only once the model is verified
+and the spool is open, so `systemctl start` fails visibly when either cannot work. A
+camera is hardware that comes and goes: absent at start or lost later, it is retried in
+the background while windows keep closing (with `frames: 0`) and the status says
+`degraded`. Signals only set flags; the main loop acts on them between frames, so a
+window is never half-processed when it is closed, spooled and published.
+
+Faults the daemon lives with are listed in `self.faults` ({component: one line}) and in
+the retained status; each disappears when it clears.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from device import __version__
 from device.aggregate import iso
 from device.assemble import (
+    Publisher,
     StartupError,
     load_classifier,
     load_detector,
     make_camera,
+    make_publisher,
     make_schedule,
     make_tracker,
     start_grabber,
@@ -32,7 +38,9 @@ from device.assemble import (
 from device.capture import LatestFrameGrabber
 from device.clock import Clock, SystemClock, boot_id
 from device.config import Config, ConfigError, load_config
+from device.health import camera_fault, camera_state, fault_line
 from device.notify import Notifier, watchdog_interval
+from device.nowplaying import NowPlaying
 from device.pipeline import Pipeline, StageTimes, model_info
 from device.spool import Spool
 from device.windowstore import WindowStore
@@ -40,22 +48,6 @@ from device.windowstore import WindowStore
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0  # publishing the last window; systemd's TimeoutStopSec is longer
-
-
-class Publisher(Protocol):
-    def start(self) -> None: ...
-    def wake(self) -> None: ...
-    def publish_status(self, status: dict[str, Any]) -> None: ...
-    def stop(self, timeout: float) -> None: ...
-
-
-def make_publisher(cfg: Config, spool: Spool, on_content: Any) -> Publisher | None:
-    if not cfg.mqtt.enabled:
-        return None
-    from device.mqtt import MqttPublisher  # paho is only needed when publishing
-
-    pub: Publisher = MqttPublisher(cfg.mqtt, cfg.campaign, cfg.device_id, spool, on_content)
-    return pub
 
 
 class Daemon:
@@ -78,7 +70,9 @@ class Daemon:
         self._held_check = 0.0
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._content: queue.SimpleQueue[tuple[str | None, float]] = queue.SimpleQueue()
+        c = cfg.campaign
+        self.now_playing = NowPlaying(c.default_content_id, c.min_segment_s, c.topic)
+        self._published_faults: dict[str, str] = {}
         self.times = StageTimes()
         self.frames = 0
         self._fps = 0.0
@@ -125,23 +119,36 @@ class Daemon:
         # Windows held by an earlier boot can never be restamped: publish them flagged.
         self.store.release_held(self.synced, self._offset())
 
+    def _stamp(self) -> float:
+        """The pipeline's timeline (monotonic), for content switches and closing."""
+        return self.clock.monotonic()
+
+    def set_fault(self, component: str, problem: str | None) -> None:
+        """List (or, with None, clear) what is wrong with a component, one line."""
+        if problem is None:
+            self.faults.pop(component, None)
+        else:
+            self.faults[component] = fault_line(problem)
+
     def start(self) -> None:
         cfg = self.cfg
         self._open_spool()
         assert self.spool is not None
-        self.pipeline = self._build_pipeline(cfg, cfg.campaign.default_content_id)
-        self.grabber = start_grabber(cfg, make_camera(cfg))
-        log.info("camera %s", self.grabber.source.describe())
+        self.pipeline = self._build_pipeline(cfg, self.now_playing.current)
+        self.grabber = start_grabber(cfg, make_camera(cfg), strict=False)
+        if self.grabber.state == "ok":
+            log.info("camera %s", self.grabber.source.describe())
+        else:
+            log.warning("camera %s is not available (%s): running without frames, "
+                        "reopening every %g-%g s; status says degraded until it delivers",
+                        self.grabber.source.describe(), self.grabber.last_error,
+                        cfg.camera.retry_initial_s, cfg.camera.retry_max_s)
         try:
-            self.publisher = make_publisher(cfg, self.spool, self._on_content)
+            self.publisher = make_publisher(cfg, self.spool, self.now_playing, self._stamp)
         except ConfigError as e:  # unreadable password or TLS files
             raise StartupError("; ".join(e.problems), 2) from None
         if self.publisher is not None:
             self.publisher.start()
-
-    def _on_content(self, content_id: str | None, *_: Any) -> None:
-        # Called on the MQTT thread: hand over to the main loop, stamped on arrival.
-        self._content.put((content_id, self.clock.monotonic()))
 
     # -- windows -------------------------------------------------------------------
     def _wake_publisher(self) -> None:
@@ -191,7 +198,7 @@ class Daemon:
         """The retained status payload (device/schemas/status.schema.json)."""
         p, g = self.pipeline, self.grabber
         assert p is not None and g is not None
-        cam_state = {"ok": "ok", "starting": "ok", "retrying": "retrying"}.get(g.state, "lost")
+        cam_state = self._camera_state()
         faults = dict(self.faults)
         ack_fault = getattr(self.publisher, "ack_fault", None)
         if ack_fault and "spool" not in faults:
@@ -225,6 +232,15 @@ class Daemon:
             "faults": faults,
         }
 
+    def _camera_state(self) -> str:
+        assert self.grabber is not None
+        return camera_state(self.grabber)
+
+    def _update_faults(self) -> None:
+        assert self.grabber is not None
+        self.set_fault("camera", camera_fault(self.grabber))
+        self.set_fault("now_playing", self.now_playing.fault())
+
     def _status_line(self) -> str:
         g = self.grabber
         assert g is not None and self.pipeline is not None
@@ -241,7 +257,7 @@ class Daemon:
     def run(self) -> int:
         self.start()
         assert self.grabber is not None and self.pipeline is not None
-        self.notifier.ready(f"running: {self.grabber.source.describe()}")
+        self.notifier.ready(f"running: {self.grabber.source.describe()} ({self.grabber.state})")
         log.info("moodcam %s running as %s", __version__, self.cfg.device_id)
         wd = watchdog_interval()
         status_every = self.cfg.mqtt.status_interval_s
@@ -256,7 +272,8 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
-            self._drain_content()
+            self._apply_content()
+            t_get = time.monotonic()
             frame = self.grabber.get(timeout=0.5)
             mono = self.clock.monotonic()
             if mono - last_tick >= 1.0:
@@ -274,16 +291,21 @@ class Daemon:
                 if self.grabber.ended:
                     log.info("source ended: stopping")
                     break
+                if time.monotonic() - t_get < 0.05:
+                    # A grabber that answers at once without a frame must not spin the loop.
+                    self._stop.wait(0.1)
             if mono - last_checkpoint >= checkpoint_s:
                 last_checkpoint = mono
                 self._checkpoint(mono)
             now = time.monotonic()
-            if wd and now - last_ping >= wd and self._last_frame > last_ping:
-                # Frames flowed since the last ping: a stuck camera or loop stops the
-                # pings and systemd restarts us.
+            if wd and now - last_ping >= wd:
+                # The loop turned, frames or not: systemd restarts a hung loop, while a
+                # lost camera is the grabber's to retry and the status's to report.
                 self.notifier.watchdog()
                 last_ping = now
-            if now - last_status >= status_every or self.grabber.state != cam_state:
+            self._update_faults()
+            if (now - last_status >= status_every or self.grabber.state != cam_state
+                    or self.faults != self._published_faults):
                 cam_state = self.grabber.state
                 # fps is averaged over the time since the previous status.
                 self._fps = round(fps_frames / max(now - last_fps_t, 1e-3), 2)
@@ -294,17 +316,15 @@ class Daemon:
                 break
         return self.shutdown()
 
-    def _drain_content(self) -> None:
+    def _apply_content(self) -> None:
         assert self.pipeline is not None
-        while True:
-            try:
-                cid, ts = self._content.get_nowait()
-            except queue.Empty:
-                return
-            log.info("content now %s", cid)
-            self.pipeline.set_content(cid, ts)
+        switch = self.now_playing.poll(self._stamp())
+        if switch is not None:
+            log.info("content now %s", switch.content)
+            self.pipeline.set_content(switch.content, switch.stamp)
 
     def _publish_status(self, state: str | None = None) -> None:
+        self._published_faults = dict(self.faults)
         self.notifier.status(self._status_line())
         if self.publisher is not None:
             try:
@@ -320,7 +340,7 @@ class Daemon:
         if self.grabber is not None:
             self.grabber.stop()
         if self.pipeline is not None and self.store is not None:
-            self._drain_content()
+            self._apply_content()
             self.pipeline.close(self.clock.monotonic())
             self.store.retry(force=True)
             if not self.store.waiting:
@@ -346,44 +366,10 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
 
     def reload(self) -> None:
-        """SIGHUP: validate the new config and model first; keep the old ones on failure."""
-        self.notifier.reloading()
-        try:
-            self._reload_now()
-        except (StartupError, ConfigError) as e:
-            msg = e.problems[0] if isinstance(e, ConfigError) else str(e)
-            log.error("reload failed, keeping the running config and model: %s", msg)
-        finally:
-            self.notifier.ready(self._status_line())
-            # Right away, not at the next interval: `moodcam model install` waits on it.
-            self._publish_status()
+        """SIGHUP (device/reload.py): apply the new config and model, or keep the old."""
+        from device.reload import reload
 
-    def _reload_now(self) -> None:
-        old, p = self.cfg, self.pipeline
-        assert p is not None and self.grabber is not None
-        cfg = load_config(self.config_path) if self.config_path else old
-        for key in ("device_id", "mqtt", "spool", "clock"):
-            if getattr(cfg, key) != getattr(old, key):
-                log.warning("reload: %s changed; that takes a restart "
-                            "(systemctl restart moodcam), keeping the old value", key)
-                cfg = cfg.model_copy(update={key: getattr(old, key)})
-        new = self._build_pipeline(cfg, p.aggregator.content_id)  # raises before any change
-        if cfg.camera != old.camera:
-            # The old camera is released first: the new source may be the same device.
-            source = make_camera(cfg)
-            self.grabber.stop()
-            try:
-                self.grabber = start_grabber(cfg, source)
-            except StartupError:
-                self.grabber = start_grabber(old, self.grabber.source)
-                raise
-            log.info("camera %s", self.grabber.source.describe())
-        # The model (and so the labels) may change: the window so far belongs to the old one.
-        p.close(self.clock.monotonic())
-        self.pipeline, self.cfg = new, cfg
-        logging.getLogger().setLevel(cfg.log.level)
-        log.info("reloaded: model %s %s", new.classifier.manifest.name,
-                 new.classifier.manifest.version)
+        reload(self)
 
 
 def run_daemon(config_path: str | None, duration: float | None = None,

@@ -144,11 +144,17 @@ def find_daemon(config_path: Path, pids: list[int] | None = None) -> Daemon | No
 
 
 def runs_model(status: dict[str, Any], sha256: str) -> bool:
-    """Does this status say the daemon runs the model with this sha256, frames flowing?"""
+    """Does this status say the daemon runs the model with this sha256, frames flowing?
+
+    "degraded" counts when the camera is fine and no reload failed: a fault elsewhere
+    (junk on the now-playing topic, a full spool) says nothing about the model, and
+    rolling a good model back over it would not help."""
     model = status.get("model") or {}
     cam = status.get("camera") or {}
     age = cam.get("last_frame_age_s")
-    return (model.get("sha256") == sha256 and status.get("state") == "running"
+    faults = status.get("faults") or {}
+    return (model.get("sha256") == sha256
+            and status.get("state") in ("running", "degraded") and "config" not in faults
             and cam.get("state") == "ok" and isinstance(age, int | float)
             and age <= FRESH_FRAME_S)
 

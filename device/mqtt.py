@@ -85,12 +85,16 @@ class MqttPublisher:
         on_content: Callable[[str | None], None] | None = None,
         *,
         version: str = __version__,
+        on_bad_content: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.campaign = campaign
         self.spool = spool
         self.topics = Topics(cfg.topic_prefix, device_id)
         self.on_content = on_content
+        # Given: malformed now-playing payloads are reported there (the daemon logs a
+        # burst once); else logged here at most once a minute.
+        self.on_bad_content = on_bad_content
         self.version = version
         self.client_id = cfg.client_id or f"moodcam-{device_id}-{secrets.token_hex(3)}"
         self._connected = False
@@ -197,6 +201,17 @@ class MqttPublisher:
                 self._publish_discovery()
         if self._connected:
             self._client.publish(self.topics.status, self._last_status, qos=1, retain=True)
+
+    def set_campaign(self, campaign: CampaignConfig) -> None:
+        """A reload changed [campaign]: move the subscription to the new topic now."""
+        old, self.campaign = self.campaign.topic, campaign
+        if old == campaign.topic or not self._connected:
+            return  # not connected: _on_connect subscribes to the new topic
+        if old:
+            self._client.unsubscribe(old)
+        if campaign.topic:
+            self._client.subscribe(campaign.topic, qos=1)
+        log.info("MQTT: now-playing topic now %s", campaign.topic or "(none)")
 
     def wait_flushed(self, timeout: float) -> bool:
         """Wait until the broker has acknowledged every spooled window; False on timeout."""
@@ -356,13 +371,17 @@ class MqttPublisher:
         try:
             content = parse_content_id(msg.payload)
         except ValueError as e:
+            if self.on_bad_content is not None:
+                self.on_bad_content(str(e))
+                return
             now = time.monotonic()
             level = logging.DEBUG
             if now - self._last_malformed_log >= _MALFORMED_LOG_EVERY_S:
                 self._last_malformed_log, level = now, logging.WARNING
             log.log(level, "ignored a malformed now-playing message on %s: %s", msg.topic, e)
             return
-        log.info("now playing on %s: %s", msg.topic, content)
+        # DEBUG: a flood must not flood the log (the daemon logs each switch it makes).
+        log.debug("now playing on %s: %s", msg.topic, content)
         if self.on_content is not None:
             try:
                 self.on_content(content)

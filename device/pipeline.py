@@ -171,7 +171,9 @@ class Pipeline:
                 for b, m, i in zip(boxes, moods, ids, strict=True)]
 
     def tick(self, ts: float) -> None:
-        """Let time pass without a frame: tracks age out, windows close on time."""
+        """Let time pass without a frame: tracks age out, windows open and close on time
+        (a camera absent from the start still gives windows with frames: 0)."""
+        self.aggregator.begin(ts)
         _, finished = self.tracker.update(ts, np.zeros((0, 4)))
         self.aggregator.add_tracks(finished)
         self._emit(self.aggregator.poll(ts))

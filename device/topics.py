@@ -74,6 +74,34 @@ class Topics:
 
 
 MAX_CONTENT_ID = 256
+# Anyone who may publish on the campaign topic reaches this parser: both caps are
+# checked before any decoding, so a huge or deeply nested payload costs one length
+# check or one linear scan, never a RecursionError inside json.
+MAX_NOW_PLAYING_BYTES = 4096
+MAX_JSON_DEPTH = 8
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of JSON arrays/objects in text (strings skipped), computed
+    without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 def parse_content_id(payload: bytes | bytearray) -> str | None:
@@ -81,8 +109,13 @@ def parse_content_id(payload: bytes | bytearray) -> str | None:
 
     Accepts a plain UTF-8 id (`promo-42`), a JSON string (`"promo-42"`) or a JSON object
     with a string `content_id` (or `id`). An empty payload, JSON null or an empty id
-    means nothing is playing. Raises ValueError, saying why, for anything else.
+    means nothing is playing. Raises ValueError, saying why, for anything else
+    (including a payload over MAX_NOW_PLAYING_BYTES or JSON nested deeper than
+    MAX_JSON_DEPTH).
     """
+    if len(payload) > MAX_NOW_PLAYING_BYTES:
+        raise ValueError(f"payload of {len(payload)} bytes is over the "
+                         f"{MAX_NOW_PLAYING_BYTES}-byte limit")
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -90,6 +123,8 @@ def parse_content_id(payload: bytes | bytearray) -> str | None:
     if not text:
         return None
     if text[0] in '{["' or text == "null":
+        if json_depth(text) > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:

@@ -373,3 +373,4 @@ def test_grabber_start_fails_when_the_camera_is_absent() -> None:
     g = LatestFrameGrabber(OpenCVSource(97))
     with pytest.raises(CaptureError):
         g.start()
+

@@ -166,6 +166,21 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert p.returncode == 2
 
 
+@pytest.mark.parametrize("raw", [
+    b'device_id = "shop-12"\n[camera]\nsource = "\xff"\n',
+    b'device_id = "a"\nx = ' + b"[" * 5000 + b"]" * 5000 + b"\n",
+    b'device_id = "' + b"x" * 10_000_000 + b'"\n',
+    b'device_id = "' + b"x" * 100_000 + b'"\n',
+], ids=["non-utf8", "nested", "10MB", "100KB-value"])
+def test_check_config_hostile_files_exit_2_one_line(raw: bytes, tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_bytes(raw)
+    p = moodcam("check-config", str(f))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert len(line) < 300 + len(str(f)), line
+
+
 def test_run_with_a_bad_config_is_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('device_id = "x"\nbogus = 1\n')

@@ -116,6 +116,46 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
     assert "invalid TOML" in line and "line 3" in line
 
 
+HOSTILE = {
+    "non-UTF-8 byte": (b'device_id = "shop-12"\n[camera]\nsource = "caf\xe9"\n',
+                       "byte 0xe9 at line 3, column 14 is not UTF-8"),
+    "deeply nested arrays": (b'device_id = "a"\nx = ' + b"[" * 5000 + b"]" * 5000 + b"\n",
+                             "nested too deeply"),
+    "deeply nested inline tables": (b"device_id = " + b"{a = " * 3000 + b"1" + b"}" * 3000,
+                                    "nested too deeply"),
+    "10 MB value": (b'device_id = "' + b"x" * 10_000_000 + b'"\n', "larger than 256 KiB"),
+    "NUL byte": (b'device_id = "a\x00"\n', "invalid TOML"),
+    "200 KB value": (b'device_id = "' + b"x" * 200_000 + b'"\n',
+                     'device_id: must be 1-64 characters'),
+    "200 KB key": (b'device_id = "a"\n' + b"k" * 200_000 + b" = 1\n", "unknown key"),
+    "nested but parseable": (b'device_id = "a"\n[camera]\nsource = ' + b"[" * 200 + b"]" * 200,
+                             "camera.source: must be a quoted string (got an array)"),
+    "a date": (b"device_id = 1979-05-27T07:32:00Z\n", "device_id: must be a quoted string"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_files_give_one_short_line(name: str, tmp_path: Path) -> None:
+    raw, expected = HOSTILE[name]
+    f = tmp_path / "moodcam.toml"
+    f.write_bytes(raw)
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    (line,) = exc.value.problems
+    assert expected in line
+    # Values and keys are echoed cut to 60 characters, so a line stays readable.
+    assert len(line) < 300 + len(str(f)), line
+
+
+def test_warnings_cut_long_values_too(tmp_path: Path) -> None:
+    f = tmp_path / "moodcam.toml"
+    f.write_text('device_id = "a"\n[model]\ndir = "/' + "d" * 100_000 + '"\n')
+    err = io.StringIO()
+    assert check_config_command(f, out=io.StringIO(), err=err) == 0
+    (line,) = [ln for ln in err.getvalue().splitlines() if "model.dir" in ln]
+    assert len(line) < 150 and "(100001 characters) cannot be checked" in line
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "nope.toml")

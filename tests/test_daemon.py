@@ -184,13 +184,16 @@ def test_notifier_is_a_no_op_without_systemd(monkeypatch: pytest.MonkeyPatch) ->
     assert watchdog_interval() == 2.0
 
 
-def test_missing_camera_is_one_line_and_nonzero(model_dir: Path, tmp_path: Path) -> None:
+def test_a_camera_source_naming_nothing_is_one_line_and_nonzero(model_dir: Path,
+                                                               tmp_path: Path) -> None:
+    # A typo, not an absent camera (that one is retried: tests/test_daemon_camera.py).
     cfg = write_config(tmp_path / "c.toml", model_dir, None)
-    cfg.write_text(cfg.read_text().replace('source = "sample"', 'source = "7"'))
+    cfg.write_text(cfg.read_text().replace('source = "sample"', 'source = "/no/such/dir"'))
     rc, _, err = finish(start(cfg), timeout=60)
     assert rc == 1
     (line,) = [ln for ln in err.splitlines() if ln.startswith("moodcam")]
-    assert line.startswith("moodcam: error: camera: cannot open") and "Traceback" not in err
+    assert line.startswith("moodcam: error: camera: camera source '/no/such/dir': no such")
+    assert "Traceback" not in err
 
 
 def test_unreadable_password_file_is_one_line_and_exit_2(model_dir: Path,

@@ -1,5 +1,5 @@
 """Faults inside a running `moodcam run`: SIGTERM while a window awaits its PUBACK, and
-the Pi camera unplugged and plugged back in."""
+the Pi camera absent at start, unplugged and plugged back in."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.payloads import validate_mood
+from device.payloads import validate_mood, validate_status
 from device.spool import Spool
 from tests.broker import Broker, HoldingProxy, Subscriber
 from tests.daemonproc import (
@@ -133,34 +133,57 @@ class Picamera2:
 '''
 
 
-def test_pi_camera_unplugged_mid_run_degrades_and_recovers(
-        mosquitto: Broker, model_dir: Path, tmp_path: Path,
-        astronaut_bgr: np.ndarray) -> None:
+def fake_pi_camera(tmp_path: Path, astronaut_bgr: np.ndarray) -> tuple[dict[str, str], Path]:
+    """The environment that makes `picamera2` the fake above, and the file whose existence
+    means "unplugged"."""
     fake = tmp_path / "fakecam"
     fake.mkdir()
     (fake / "picamera2.py").write_text(FAKE_PICAMERA2)
     np.save(tmp_path / "frame.npy", cv2.resize(astronaut_bgr, (640, 480)))
     unplugged = tmp_path / "unplugged"
-    cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port)
+    return ({"PYTHONPATH": f"{fake}{os.pathsep}{ROOT}", "FAKE_FRAME": str(tmp_path / "frame.npy"),
+             "FAKE_UNPLUGGED": str(unplugged)}, unplugged)
+
+
+def pi_camera_config(cfg: Path) -> Path:
     cfg.write_text(cfg.read_text().replace(
         'source = "sample"', 'source = "picamera"\nretry_initial_s = 0.2\nretry_max_s = 0.8'))
+    return cfg
+
+
+def test_pi_camera_absent_at_start_then_unplugged_mid_run_degrades_and_recovers(
+        mosquitto: Broker, model_dir: Path, tmp_path: Path,
+        astronaut_bgr: np.ndarray) -> None:
+    env, unplugged = fake_pi_camera(tmp_path, astronaut_bgr)
+    cfg = pi_camera_config(write_config(tmp_path / "c.toml", model_dir, mosquitto.port))
     notify = NotifySocket(tmp_path / "notify.sock")
-    env = {**notify.env(watchdog_s=1.0), "PYTHONPATH": f"{fake}{os.pathsep}{ROOT}",
-           "FAKE_FRAME": str(tmp_path / "frame.npy"), "FAKE_UNPLUGGED": str(unplugged)}
     sub = Subscriber(mosquitto, [f"moodcam/{DEV}/#"])
 
-    def camera_state() -> str | None:
+    def last() -> dict[str, Any]:
         s = statuses(sub)
-        return s[-1]["camera"]["state"] if s else None
+        return s[-1] if s else {}
 
+    def camera_state() -> str | None:
+        return last().get("camera", {}).get("state")
+
+    unplugged.touch()  # no camera at start: the daemon runs anyway
     try:
-        with daemon(cfg, env=env) as p:
+        with daemon(cfg, env={**notify.env(watchdog_s=1.0), **env}) as p:
+            assert sub.wait_for(lambda: len(moods(sub)) >= 2, timeout=40)
+            assert p.poll() is None and "READY=1" in notify.text()
+            s = last()
+            assert s["state"] == "degraded" and s["camera"]["state"] in ("retrying", "lost")
+            assert "cannot open Pi camera 0" in s["faults"]["camera"]
+            assert all(m["frames"] == 0 for m in moods(sub))
+            unplugged.unlink()  # plugged in: frames flow, the fault clears
             assert sub.wait_for(lambda: any(m["frames"] > 0 and m["detections_total"] > 0
-                                            for m in moods(sub)), timeout=40), p.stderr
-            assert camera_state() == "ok"
+                                            for m in moods(sub)), timeout=20)
+            assert sub.wait_for(lambda: last().get("state") == "running", timeout=10)
+            assert last()["faults"] == {} and camera_state() == "ok"
             unplugged.touch()
             t_unplug = time.monotonic()
             assert sub.wait_for(lambda: camera_state() in ("retrying", "lost"), timeout=10)
+            assert last()["state"] == "degraded" and "camera" in last()["faults"]
             n = len(moods(sub))
             # Windows keep closing while the camera is gone, saying no frames came.
             assert sub.wait_for(lambda: sum(m["frames"] == 0 for m in moods(sub)[n:]) >= 2,
@@ -179,9 +202,11 @@ def test_pi_camera_unplugged_mid_run_degrades_and_recovers(
         sub.close()
     assert rc == 0 and "Traceback" not in err, err
     assert "Pi camera stopped delivering frames" in err
+    assert "is not available" in err  # said once at start
     for m in moods(sub):
         validate_mood(m)
-    # systemd's watchdog hears from us only while frames flow: no pings while unplugged.
+    for s in statuses(sub):
+        validate_status(s)
+    # The watchdog watches the main loop, not the camera: pings go on while unplugged.
     pings = [t for t, line in notify.lines if line == "WATCHDOG=1"]
-    assert not [t for t in pings if t_unplug + 2.0 < t < t_replug]
-    assert any(t > t_replug for t in pings) and any(t < t_unplug for t in pings)
+    assert len([t for t in pings if t_unplug + 1.0 < t < t_replug]) >= 2

@@ -20,6 +20,7 @@ from device.assemble import StartupError
 from device.bundle import public_key_hex
 from device.classify import Classifier
 from device.cli import build_parser
+from device.daemonctl import runs_model
 from device.modelstore import ModelStore
 from tests.broker import Broker, Subscriber, free_port
 from tests.modelbundles import MODELS, bundle, golden_off, index_of, sha_of, shipped_files
@@ -327,3 +328,17 @@ def test_unreachable_broker_stops_before_the_swap(tmp_path: Path) -> None:
     s = ModelStore(store)
     assert s.current().manifest.model_sha256 == sha_of(0)
     assert [v.id for v in s.versions()] == [s.current_id()]
+
+
+def test_runs_model_accepts_unrelated_faults_but_not_a_failed_reload() -> None:
+    sha = "a" * 64
+    base = {"state": "running", "model": {"sha256": sha}, "faults": {},
+            "camera": {"state": "ok", "last_frame_age_s": 0.2}}
+    assert runs_model(base, sha)
+    junk = {**base, "state": "degraded", "faults": {"now_playing": "2 malformed payloads"}}
+    assert runs_model(junk, sha)
+    assert not runs_model({**junk, "faults": {"config": "reload failed: model: ..."}}, sha)
+    assert not runs_model({**base, "state": "degraded",
+                           "camera": {"state": "retrying", "last_frame_age_s": 9.0}}, sha)
+    assert not runs_model({**base, "state": "stopping"}, sha)
+    assert not runs_model(base, "b" * 64)

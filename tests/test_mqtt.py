@@ -287,7 +287,8 @@ def test_now_playing_payloads(mosquitto: Broker, spool: Spool,
              ('{"id": "promo-44"}', "promo-44"), ('"promo-45"', "promo-45"),
              ('{"content_id": null}', None), ("", None)]
     malformed = [b"\xff\xfe\xfd", b'{"content_id": 5}', b'{"other": "x"}', b"{not json",
-                 b"x" * 300, b"a\x00b", b"[1, 2]"]
+                 b"x" * 300, b"a\x00b", b"[1, 2]", b"[" * 200_000 + b"]" * 200_000,
+                 b'{"a": ' * 1000 + b"1" + b"}" * 1000]
     with caplog.at_level(logging.WARNING, logger="device.mqtt"):
         for payload, want in valid[:3]:
             say(payload)
@@ -304,6 +305,42 @@ def test_now_playing_payloads(mosquitto: Broker, spool: Spool,
     player.disconnect()
     pub.stop(2)
     sub.close()
+
+
+def test_hostile_now_playing_is_reported_and_the_topic_moves_on_reload(
+        mosquitto: Broker, spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
+    got: queue.Queue[str | None] = queue.Queue()
+    bad: queue.Queue[str] = queue.Queue()
+    pub = MqttPublisher(mqtt_cfg(mosquitto), CampaignConfig(topic="screen/a"), DEV, spool,
+                        got.put, on_bad_content=bad.put)
+    pub.start()
+    player = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="player3")
+    player.connect(mosquitto.host, mosquitto.port)
+    player.loop_start()
+    assert wait_until(lambda: pub.connected)
+    time.sleep(0.3)  # the subscription
+
+    def say(topic: str, payload: bytes | str) -> None:
+        player.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    with caplog.at_level(logging.DEBUG):
+        say("screen/a", b'{"content_id": ' * 100_000)  # 1.5 MB of nesting
+        say("screen/a", b"[" * 4000)
+        assert bad.get(timeout=5) == "payload of 1500000 bytes is over the 4096-byte limit"
+        assert bad.get(timeout=5) == "JSON nested deeper than 8 levels"
+        say("screen/a", "promo-1")
+        assert got.get(timeout=5) == "promo-1"
+        pub.set_campaign(CampaignConfig(topic="screen/b"))
+        time.sleep(0.3)
+        say("screen/a", "old-topic")
+        say("screen/b", "new-topic")
+        assert got.get(timeout=5) == "new-topic"
+    assert got.empty() and bad.empty()
+    assert "Recursion" not in caplog.text and "Traceback" not in caplog.text
+    assert "ignored a malformed" not in caplog.text  # reported to the daemon instead
+    player.loop_stop()
+    player.disconnect()
+    pub.stop(2)
 
 
 def test_retained_now_playing_is_read_at_start(mosquitto: Broker, spool: Spool) -> None:

@@ -6,6 +6,8 @@ Source specs (config `camera.source`, `moodcam replay SOURCE`):
   picamera      the Pi camera (picamera2)
   sample        the built-in synthetic camera (needs scikit-image)
   0, 1, ...     an OpenCV/V4L2 device index
+  /dev/...      a V4L2 device node (e.g. /dev/video0, /dev/v4l/by-id/...); may be absent
+                at start: the daemon retries it like any camera
   rtsp://...    any URL OpenCV can open (RTSP, HTTP MJPEG, ...)
   FILE          a video file
   DIR or GLOB   a folder or glob of still images
@@ -62,7 +64,7 @@ def make_source(spec: str, width: int = 640, height: int = 480, fps: float = 10.
         return SampleSource(width, height, fps, realtime=realtime, frames=sample_frames)
     if s.isdigit():
         return OpenCVSource(int(s), width, height, fps)
-    if "://" in s:
+    if "://" in s or s.startswith("/dev/"):
         return OpenCVSource(s, width, height, fps)
     p = Path(s)
     if p.is_dir():

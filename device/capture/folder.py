@@ -1,4 +1,7 @@
-"""A folder or glob of still images, replayed as a finite stream at a nominal fps."""
+"""A folder or glob of still images, replayed as a finite stream at a nominal fps.
+
+A folder removed while it plays is a failure (CaptureError), not the end of the
+stream: the grabber reopens it with backoff and it plays again once it is back."""
 
 from __future__ import annotations
 
@@ -55,6 +58,10 @@ class FolderSource(FrameSource):
             self._pos += 1
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
+                if not path.parent.is_dir():
+                    # The folder went away (an unmounted share, a removed card): that is
+                    # a source failing, retried like a lost camera, not the end of it.
+                    raise CaptureError(f"{self.describe()}: {path.parent} is gone")
                 log.warning("skipping unreadable image %s", path)
                 continue
             i = self._index

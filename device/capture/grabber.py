@@ -3,7 +3,9 @@
 The pipeline is slower than a camera on a Pi. Queuing frames would make every result
 later than the last; instead the thread overwrites a single slot and the pipeline always
 takes the freshest frame (older ones are counted as dropped). A failing camera is closed
-and reopened with exponential backoff while the state says so.
+and reopened with exponential backoff while the state says so; a camera that is absent
+at start is retried the same way (start(strict=False)), so the daemon keeps running
+and says so instead of exiting.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class LatestFrameGrabber:
         self.frames_read = 0
         self.frames_dropped = 0
         self.reopens = 0
+        self.last_read: float | None = None  # monotonic time of the newest frame
         self._slot: Frame | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -45,12 +48,20 @@ class LatestFrameGrabber:
         self._last_handed = 0.0
 
     # -- lifecycle -------------------------------------------------------------
-    def start(self) -> None:
-        """Open the source now (so a missing camera is an error at start-up, not a
-        silent retry loop) and start the reading thread."""
-        self.source.open()
-        self.state = "ok"
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+    def start(self, strict: bool = True) -> None:
+        """Open the source now and start the reading thread. strict: a source that does
+        not open raises CaptureError (replay, a camera swap that must work); otherwise
+        the thread keeps reopening it with backoff while the state says "retrying"."""
+        failed: str | None = None
+        try:
+            self.source.open()
+        except CaptureError as e:
+            if strict:
+                raise
+            failed = str(e)
+        self.state = "ok" if failed is None else "retrying"
+        self._thread = threading.Thread(target=self._run, args=(failed,), name="capture",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -102,8 +113,10 @@ class LatestFrameGrabber:
             self._stop.wait(delay)
         return max(next_due, time.monotonic() - period) + period
 
-    def _run(self) -> None:
+    def _run(self, failed: str | None = None) -> None:
         backoff = self.retry_initial_s
+        if failed is not None:
+            backoff = self._recover(failed, backoff)
         next_due = time.monotonic()
         while not self._stop.is_set():
             next_due = self._pace(next_due)
@@ -127,6 +140,7 @@ class LatestFrameGrabber:
                     self.frames_dropped += 1
                 self._slot = frame
                 self.frames_read += 1
+                self.last_read = time.monotonic()
                 if self.state != "ok":
                     log.info("%s: frames flowing again", self.source.describe())
                 self.state = "ok"
@@ -135,11 +149,16 @@ class LatestFrameGrabber:
         self._safe_close()
 
     def _recover(self, why: str, backoff: float) -> float:
-        """Close, wait, reopen; returns the next backoff."""
-        self.last_error = why
-        self.state = "lost" if backoff >= self.retry_max_s else "retrying"
-        log.warning("camera %s: %s; reopening in %.1f s (%s)",
-                    self.source.describe(), why, backoff, self.state)
+        """Close, wait, reopen; returns the next backoff. Every try waits the backoff
+        first (at most retry_max_s), so a camera that cannot be reopened costs one open()
+        per backoff, never a busy loop."""
+        state: CameraState = "lost" if backoff >= self.retry_max_s else "retrying"
+        # A camera that opens but fails every read repeats itself: warn once per cause.
+        level = logging.DEBUG if (why, state) == (self.last_error, self.state) else \
+            logging.WARNING
+        self.last_error, self.state = why, state
+        log.log(level, "camera %s: %s; reopening in %.1f s (%s)",
+                self.source.describe(), why, backoff, self.state)
         self._safe_close()
         while not self._stop.wait(backoff):
             backoff = min(backoff * 2, self.retry_max_s)
@@ -150,10 +169,13 @@ class LatestFrameGrabber:
                 # still reach "lost"; a delivered frame resets it in _run.
                 return backoff
             except CaptureError as e:
-                self.last_error = str(e)
-                self.state = "lost" if backoff >= self.retry_max_s else "retrying"
-                log.warning("camera %s: reopen failed: %s; next try in %.1f s (%s)",
-                            self.source.describe(), e, backoff, self.state)
+                state = "lost" if backoff >= self.retry_max_s else "retrying"
+                # The same failure again is not news: one warning per cause and state.
+                level = (logging.DEBUG if (str(e), state) == (self.last_error, self.state)
+                         else logging.WARNING)
+                self.last_error, self.state = str(e), state
+                log.log(level, "camera %s: reopen failed: %s; next try in %.1f s (%s)",
+                        self.source.describe(), e, backoff, self.state)
         return backoff
 
     def _safe_close(self) -> None:

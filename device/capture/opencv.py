@@ -25,7 +25,9 @@ class OpenCVSource(FrameSource):
         self.width, self.height, self.req_fps = width, height, fps
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
-        is_file = isinstance(spec, str) and not _URL.match(spec)
+        # A /dev/ node is a camera (V4L2), even while it is absent.
+        is_file = (isinstance(spec, str) and not _URL.match(spec)
+                   and not spec.startswith("/dev/"))
         self.finite = is_file
         self.live = not is_file
         self.fps = fps
@@ -33,6 +35,8 @@ class OpenCVSource(FrameSource):
     def describe(self) -> str:
         if isinstance(self.spec, int):
             return f"opencv:/dev/video{self.spec}"
+        if self.spec.startswith("/dev/"):
+            return f"opencv:{self.spec}"
         return f"{'file' if self.finite else 'stream'}:{redact(self.spec)}"
 
     def open(self) -> None:

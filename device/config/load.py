@@ -18,6 +18,11 @@ from device.config.model import STATE_DIR, Config, ModelConfig, MqttConfig
 
 CREDENTIAL_NAME = "mqtt_password"
 EXAMPLE_DEVICE_ID = "shop-12"
+# A real config is a few KiB; anything this large is not one, and is refused before
+# it is parsed (the daemon re-reads the file on every SIGHUP).
+MAX_CONFIG_BYTES = 256 * 1024
+# Values and keys echoed in an error are cut to this many characters.
+ECHO_CHARS = 60
 
 
 class ConfigError(ValueError):
@@ -33,17 +38,48 @@ def default_config(device_id: str) -> Config:
     return Config(device_id=device_id)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a TOML config file; raise ConfigError listing every problem."""
-    p = Path(path)
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """text cut to about `limit` characters, saying how long it really was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _position(raw: bytes, offset: int) -> str:
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def read_toml(p: Path) -> dict[str, Any]:
+    """The parsed file, or ConfigError with one line for anything that is not TOML."""
     try:
         with p.open("rb") as f:
-            data = tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError([f"{p}: cannot read the config file: {e.strerror or e}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{p}: larger than {MAX_CONFIG_BYTES // 1024} KiB, so not a "
+                           "moodcam config (a real one is a few KiB); check the path"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{p}: invalid TOML: byte 0x{raw[e.start]:02x} at "
+                           f"{_position(raw, e.start)} is not UTF-8 (save the file as "
+                           "UTF-8)"]) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{p}: invalid TOML: {e}"]) from None
-    return parse_config(data)
+        raise ConfigError([f"{p}: invalid TOML: {clip(str(e), 200)}"]) from None
+    except RecursionError:
+        # tomllib parses arrays and inline tables recursively.
+        raise ConfigError([f"{p}: invalid TOML: arrays or inline tables nested too "
+                           "deeply"]) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file; raise ConfigError listing every problem."""
+    return parse_config(read_toml(Path(path)))
 
 
 def parse_config(data: Mapping[str, Any]) -> Config:
@@ -52,6 +88,8 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(describe_errors(e)) from None
+    except RecursionError:
+        raise ConfigError(["(top level): values nested too deeply"]) from None
 
 
 # --- turning pydantic's errors into "key.path: what is wrong and how to fix it" ---
@@ -76,8 +114,10 @@ _TYPE_WORDS = {
 def _toml_repr(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return json.dumps(clip(value), ensure_ascii=False)
+    if isinstance(value, int | float):
+        return clip(json.dumps(value))
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list):
@@ -111,7 +151,7 @@ def _unknown_key(loc: tuple[str | int, ...]) -> str:
     if parent is None:
         return "unknown key"
     known = list(parent.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(loc[-1])[:100], known, n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean '{close[0]}'?"
     return "unknown key; valid keys here: " + ", ".join(known)
@@ -162,8 +202,8 @@ def describe_errors(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors(include_url=False):
         loc, text = _describe(err)
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        lines.append(f"{key}: {text}")
+        key = ".".join(clip(str(p)) for p in loc) or "(top level)"
+        lines.append(f"{key}: {clip(text, 300)}")
     return lines
 
 
@@ -223,8 +263,15 @@ def config_warnings(cfg: Config, environ: Mapping[str, str] | None = None) -> li
     if cfg.detector.kind == "yunet":
         files.append(("detector.yunet_model", cfg.detector.yunet_model))
     for key, path in files:
-        if path is not None and not path.exists():
-            out.append(f"{key}: {path} does not exist (yet)")
+        if path is None:
+            continue
+        try:
+            exists = path.exists()
+        except OSError as e:  # e.g. a name too long for the file system
+            out.append(f"{key}: {clip(str(path))} cannot be checked: {e.strerror or e}")
+            continue
+        if not exists:
+            out.append(f"{key}: {clip(str(path))} does not exist (yet)")
     env = os.environ if environ is None else environ
     has_password = cfg.mqtt.password_file is not None or bool(env.get("CREDENTIALS_DIRECTORY"))
     if has_password and not cfg.mqtt.username:

@@ -39,8 +39,8 @@ class CameraConfig(Section):
         description=(
             "Where frames come from: 'auto' (the Pi camera if picamera2 is importable and a "
             "camera exists, else V4L2 device 0 if it opens, else the built-in sample), "
-            "'picamera', 'sample', a V4L2 index such as '0', an rtsp:// or http(s):// URL, "
-            "a video file, or an image folder or glob."
+            "'picamera', 'sample', a V4L2 index such as '0' or node such as '/dev/video0', "
+            "an rtsp:// or http(s):// URL, a video file, or an image folder or glob."
         ),
     )
     width: int = Field(640, ge=16, le=4096, description="Requested frame width in pixels.")
@@ -50,7 +50,8 @@ class CameraConfig(Section):
     )
     retry_initial_s: float = Field(
         1.0, gt=0, le=3600,
-        description="First delay in seconds before reopening a lost camera (doubles each try).",
+        description=("First delay in seconds before reopening a camera that is absent or lost "
+                     "(doubles each try; the daemon keeps running meanwhile)."),
     )
     retry_max_s: float = Field(
         30.0, gt=0, le=3600, description="Longest delay in seconds between camera reopen tries."
@@ -219,6 +220,14 @@ class CampaignConfig(Section):
     default_content_id: str | None = Field(
         None, min_length=1, max_length=MAX_CONTENT_ID,
         description="Content id for windows while nothing was announced. Unset: null.",
+    )
+    min_segment_s: float = Field(
+        5.0, ge=1, le=3600,
+        description=(
+            "Shortest time in seconds a content id holds before the next switch: faster "
+            "announcements are coalesced and the latest takes effect once the segment has "
+            "lasted this long (a flood on the topic cannot multiply windows)."
+        ),
     )
 
     @field_validator("topic")

@@ -189,10 +189,13 @@ def test_oversize_golden_is_refused_without_allocating(dev: dict[str, Any]) -> N
     assert len(bomb) < 500_000
     path = dev["tmp"] / "bomb.npz"
     path.write_bytes(bomb)
-    code = ("import resource, sys\nfrom pathlib import Path\n"
+    # VmHWM, not getrusage's ru_maxrss: the latter keeps the forking parent's peak across
+    # exec, so a pytest process that loaded TensorFlow would be measured instead.
+    code = ("import re, sys\nfrom pathlib import Path\n"
             "from device.bundle import BundleError, load_golden\n"
             "try:\n    load_golden(Path(sys.argv[1]))\nexcept BundleError as e:\n"
-            "    print(e)\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            "    print(e)\n"
+            "print(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1])\n")
     p = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
                        cwd=ROOT, timeout=60, check=True)
     message, rss_kb = p.stdout.splitlines()

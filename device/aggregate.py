@@ -132,11 +132,14 @@ class Aggregator:
         return math.floor(wall / self.window_s) * self.window_s
 
     def _new(self, start: float, content: str | None, window_start: float | None = None,
-             seq: int | None = None) -> _Segment:
+             seq: int | None = None, offset: float | None = None) -> _Segment:
+        """offset: the wall clock the window_start was aligned on (a window's next part
+        keeps its predecessor's, so its end is where that clock put it)."""
+        offset = self.offset if offset is None else offset
         if window_start is None:
-            window_start = self._window_of(start + self.offset)
+            window_start = self._window_of(start + offset)
         number = self._seq() if seq is None else seq
-        seg = _Segment(self._stream(), number, window_start, start, self.offset,
+        seg = _Segment(self._stream(), number, window_start, start, offset,
                        self.synced, content)
         self._segs.append(seg)
         return seg
@@ -156,7 +159,8 @@ class Aggregator:
         while ts >= cur.boundary(self.window_s):
             boundary = cur.boundary(self.window_s)
             cur.end = boundary
-            cur = self._new(boundary, cur.content_id, cur.window_start + self.window_s)
+            cur = self._new(boundary, cur.content_id, cur.window_start + self.window_s,
+                            offset=cur.offset)
         return cur
 
     def set_clock(self, ts: float, offset: float, synced: bool) -> list[dict[str, Any]]:
@@ -165,11 +169,13 @@ class Aggregator:
         self.synced = synced
         if abs(offset - self.offset) <= self.step_tolerance_s:
             return self._ready(ts)
-        self.offset = offset
         cur = self._open()
         if cur is None:
+            self.offset = offset
             return self._ready(ts)
+        # Windows that ended before ts close on the clock they were aligned on.
         cur = self._current(ts)
+        self.offset = offset
         split = max(ts, self._last_frame_ts)
         if split <= cur.start and cur.empty():
             self._segs.pop()  # nothing counted yet: restamp it, keeping its number
@@ -247,7 +253,7 @@ class Aggregator:
             cur.content_id = content_id
             return []
         cur.end = max(ts, cur.start + MIN_SPLIT_S)
-        self._new(cur.end, content_id, cur.window_start)
+        self._new(cur.end, content_id, cur.window_start, offset=cur.offset)
         return self._ready(ts)
 
     def close(self, ts: float) -> list[dict[str, Any]]:

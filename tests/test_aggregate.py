@@ -206,6 +206,23 @@ def test_a_clock_step_of_any_size_splits_the_window_once_and_never_inflates() ->
         assert str(out[2]["start"]).endswith("0Z")
 
 
+def test_a_step_noticed_after_a_window_boundary_never_marches_windows() -> None:
+    """The step is noticed (set_clock) after the open window's end has passed with no
+    frame since: the windows up to that moment close on the old clock, and the step
+    invents none (once found by tests/test_daemon_time.py: 2 s windows marched through
+    the 3 h gap, an empty window per window length, as the issue describes)."""
+    for step in (3 * 3600.0, -3600.0):
+        a = agg(window_s=2, offset=0.0)
+        out = a.add_frame(T0 + 0.5, [])  # window 40-42 open
+        out += a.set_clock(T0 + 2.5, step, True)  # 42 passed without a frame
+        for i in range(6):
+            out += a.add_frame(T0 + 3 + i, [])
+        out += a.close(T0 + 9)
+        assert len(out) <= 9 / 2 + 3, (step, [(p["start"], p["end"]) for p in out])
+        assert sum(_span(p) for p in out) <= 9.0
+        assert [p["seq"] for p in out] == list(range(1, len(out) + 1))
+
+
 def test_small_drift_below_the_tolerance_does_not_split() -> None:
     a = agg(window_s=10)
     out = []

@@ -55,6 +55,16 @@ def moods(sub: Subscriber) -> list[dict[str, Any]]:
     return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/mood")]
 
 
+def statuses(sub: Subscriber) -> list[dict[str, Any]]:
+    """Every status the daemon published, parsed, oldest first."""
+    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/status")]
+
+
+def last_status(sub: Subscriber) -> dict[str, Any]:
+    s = statuses(sub)
+    return s[-1] if s else {}
+
+
 @contextmanager
 def daemon(config: Path | None, *args: str, env: dict[str, str] | None = None,
            ) -> Iterator[subprocess.Popen[str]]:

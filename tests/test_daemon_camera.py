@@ -5,13 +5,11 @@ image folder removed mid-run is the same."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -19,7 +17,16 @@ import pytest
 
 from device.payloads import validate_mood, validate_status
 from tests.broker import Broker, Subscriber
-from tests.daemonproc import DEV, NotifySocket, daemon, moods, terminate, write_config
+from tests.daemonproc import (
+    DEV,
+    NotifySocket,
+    daemon,
+    last_status,
+    moods,
+    statuses,
+    terminate,
+    write_config,
+)
 from tests.test_daemon_faults import fake_pi_camera, pi_camera_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
@@ -28,15 +35,6 @@ ABSENT = "/dev/video97"  # a real V4L2 path that does not exist on the test mach
 # The daemon's share of one core while it only retries the camera. Idle it measures
 # about 1% (see the report the test prints); a busy loop takes 100%.
 MAX_IDLE_CPU_SHARE = 0.10
-
-
-def statuses(sub: Subscriber) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/status")]
-
-
-def last_status(sub: Subscriber) -> dict[str, Any]:
-    s = statuses(sub)
-    return s[-1] if s else {}
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,15 +23,12 @@ from tests.daemonproc import (
     daemon,
     finish,
     moods,
+    statuses,
     terminate,
     write_config,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
-
-
-def statuses(sub: Subscriber) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/status")]
 
 
 def test_sigterm_while_a_window_awaits_its_puback_loses_nothing(

@@ -4,10 +4,8 @@ and oversized or deeply nested payloads."""
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,15 +13,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from device.payloads import validate_mood, validate_status
 from tests.broker import Broker, Subscriber
-from tests.daemonproc import DEV, daemon, moods, terminate, write_config
+from tests.daemonproc import DEV, daemon, moods, statuses, terminate, write_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
 TOPIC = "signage/screen-1/now_playing"
-
-
-def statuses(sub: Subscriber) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/status")]
 
 
 def test_a_flood_of_switches_and_junk_makes_a_handful_of_windows(

@@ -3,12 +3,10 @@ line, and [campaign] applies without a restart."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -16,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from device.payloads import validate_mood, validate_status
 from tests.broker import Broker, Subscriber
-from tests.daemonproc import DEV, daemon, moods, terminate, write_config
+from tests.daemonproc import DEV, daemon, last_status, moods, statuses, terminate, write_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
@@ -28,15 +26,6 @@ HOSTILE: list[tuple[bytes, str]] = [
     (b'device_id = "shop-12"\n[camera]\nwidth = "' + b"w" * 100_000 + b'"\n',
      "camera.width: must be an integer"),
 ]
-
-
-def statuses(sub: Subscriber) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/status")]
-
-
-def last_status(sub: Subscriber) -> dict[str, Any]:
-    s = statuses(sub)
-    return s[-1] if s else {}
 
 
 def seconds(iso: str) -> float:

@@ -20,7 +20,7 @@ import pytest
 from device.clock import OFFSET_ENV
 from device.payloads import validate_mood, validate_status
 from tests.broker import Broker, Subscriber
-from tests.daemonproc import DEV, daemon, finish, moods, start, terminate, write_config
+from tests.daemonproc import DEV, daemon, finish, moods, start, statuses, terminate, write_config
 
 pytestmark = pytest.mark.timeout(150)
 YEAR = 365.25 * 86400
@@ -28,10 +28,6 @@ YEAR = 365.25 * 86400
 
 def ts(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
-
-
-def statuses(sub: Subscriber) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in sub.on(f"moodcam/{DEV}/status")]
 
 
 def check_windows(got: list[dict[str, Any]]) -> None:

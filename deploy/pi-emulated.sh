@@ -12,10 +12,12 @@
 # modified: each run installs into a throwaway overlay on top of it, so every run does
 # the install from scratch; only pip's download cache is kept between runs.
 #
-# Usage: deploy/pi-emulated.sh [--rebuild] [--keep]     run (build the root if needed)
+# Usage: deploy/pi-emulated.sh [--rebuild] [--keep] [--bench]   run (build the root if needed)
 #        deploy/pi-emulated.sh --clean                  drop the cache and exit
 #   --rebuild  drop the cached root (and pip cache) first: a cold run
 #   --keep     keep this run's overlay and logs (path printed at the end)
+#   --bench    then `moodcam bench` (old vs new defaults, both runtimes) in the root and on
+#              x86 on the same frames: a relative check only (qemu's timing is not a Pi's)
 # Environment: MOODCAM_PI_CACHE (default /var/cache/moodcam-pi), MOODCAM_PI_MIRROR (default:
 # the Debian mirror of the host's apt sources), MOODCAM_SHARED (default ../shared),
 # MOODCAM_HOST_PYTHON, MOODCAM_HOST_PYTHON_TFLITE (the x86 references: deploy/test.sh's
@@ -36,10 +38,11 @@ export QEMU_CPU=cortex-a72
 YUNET_SHA256=8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4
 CACHE_TAG=.moodcam-pi-cache  # only a directory holding this is ever deleted by --clean
 
-clean=0 rebuild=0 keep=0
+clean=0 rebuild=0 keep=0 bench=0
 for a in "$@"; do
   case $a in
     --clean) clean=1 ;;
+    --bench) bench=1 ;;
     --rebuild) rebuild=1 ;;
     --keep) keep=1 ;;
     -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -429,6 +432,22 @@ hmc "$host_py" replay "$host/frames" "${replay_args[@]}" --config "$host/ai-edge
 step "compare aarch64 (both runtimes) with x86"
 "$host_py" "$repo/deploy/pi_emulated.py" compare "$host/out" "$out" ||
   die "aarch64 and x86 disagree (table above)"
+
+if [ $bench = 1 ]; then
+  step "bench: old vs new defaults on the same frames, aarch64 (emulated) and x86"
+  mkdir -p "$host/bench" "$root$smoke/bench"
+  PYTHONPATH=$repo "$host_py" -c 'import sys; from pathlib import Path
+from device.bench import make_frames; make_frames(Path(sys.argv[1]))' "$host/bench"
+  cp "$host/bench"/*.jpg "$root$smoke/bench/"
+  bench_args=(bench --json --frames "${MOODCAM_PI_BENCH_FRAMES:-100}" --paced-s 5
+    --profile old,new)
+  inroot "$root" $mc "${bench_args[@]}" --frame-dir $smoke/bench >"$out/bench.json" ||
+    die "moodcam bench failed in the emulated Pi"
+  # .venv-pi has both runtimes, as the root does.
+  hmc "$host_py_tflite" "${bench_args[@]}" --frame-dir "$host/bench" \
+    --model-dir "$repo/models" >"$host/out/bench.json" || die "x86 bench failed"
+  "$host_py" "$repo/deploy/pi_emulated.py" bench "$host/out/bench.json" "$out/bench.json"
+fi
 
 t=$(($(date +%s) - t0))
 printf '== PASS: the Pi install and smoke run on emulated aarch64 match x86 (%dm%02ds)\n' \

@@ -131,12 +131,35 @@ def compare(x86_dir: Path, pi_dir: Path) -> int:
     return 1 if bad else 0
 
 
+def bench(x86: Path, pi: Path) -> int:
+    """Old vs new defaults per runtime on both machines (`moodcam bench --json` outputs).
+    Only ratios within one machine mean anything: qemu's timing is not a Pi's."""
+    runs = {"x86": json.loads(x86.read_text()), "aarch64 (qemu)": json.loads(pi.read_text())}
+    print("| machine | runtime | old fps | new fps | fps new/old | CPU ms/frame old -> new "
+          "| core share at 10 fps old -> new | invokes/frame old -> new |")
+    print("|---|---|---|---|---|---|---|---|")
+    for machine, r in runs.items():
+        for rt, by in r["runtimes"].items():
+            old, new = by["old"], by["new"]
+            # A machine that cannot keep 10 fps with the old defaults has no share to compare.
+            share = (f"{old['cpu_share_10fps']:.1%} -> {new['cpu_share_10fps']:.1%} "
+                     f"({new['cpu_share_10fps'] / old['cpu_share_10fps']:.2f}x)"
+                     if old["fps"] > 10 else "old below 10 fps: n/a")
+            print(f"| {machine} | {rt} | {old['fps']:.1f} | {new['fps']:.1f} | "
+                  f"{new['fps'] / old['fps']:.2f}x | {old['cpu_ms_per_frame']:.1f} -> "
+                  f"{new['cpu_ms_per_frame']:.1f} | {share} | "
+                  f"{old['invokes_per_frame']:.2f} -> {new['invokes_per_frame']:.2f} |")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "images":
         images(Path(argv[1]), Path(argv[2]))
         return 0
     if len(argv) == 3 and argv[0] == "compare":
         return compare(Path(argv[1]), Path(argv[2]))
+    if len(argv) == 3 and argv[0] == "bench":
+        return bench(Path(argv[1]), Path(argv[2]))
     print(__doc__, file=sys.stderr)
     return 2
 

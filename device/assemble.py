@@ -104,7 +104,8 @@ def load_detector(cfg: Config) -> FaceDetector:
     set_threads(d.threads)
     try:
         return make_detector(d.yunet_model, d.kind, d.score_threshold, d.nms_threshold,
-                             d.min_face_px, d.max_faces, d.input_width)
+                             d.min_face_px, d.max_faces, d.input_width,
+                             d.recheck_score)
     except DetectorError as e:
         raise StartupError(f"detector: {e}") from None
 

@@ -171,7 +171,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     profiles = [p.strip() for p in args.profile.split(",") if p.strip()]
     return run_bench(args.frames, args.json, args.runtime,
                      Path(args.model_dir) if args.model_dir else None, profiles,
-                     args.repeat, args.threads, args.paced_s)
+                     args.repeat, args.threads, args.paced_s,
+                     Path(args.frame_dir) if args.frame_dir else None)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -236,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this runtime")
     p.add_argument("--profile", default="old,new",
                    help="comma-separated: old, new (the config defaults), or old plus one "
-                   "lever: shrink, skip, per-track (default old,new)")
+                   "lever: shrink, skip, per-track; levers not kept: recheck, every6 "
+                   "(default old,new)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run every profile this many times, interleaved; report medians")
     p.add_argument("--threads", type=int, default=1,
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paced-s", type=float, default=10.0,
                    help="seconds of frames at 10 fps for the CPU share (default 10)")
     p.add_argument("--model-dir", help="model directory (default: the shipped model)")
+    p.add_argument("--frame-dir", help="bench on these *.jpg frames instead of drawing them "
+                   "(drawing needs scikit-image)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("version", help="print versions")

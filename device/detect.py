@@ -26,6 +26,12 @@ SMALL_SIDE = 160  # images whose longer side is below this are upscaled to it
 SMALL_PAD = 0.25  # then padded by this fraction of the side on every edge
 # YuNet's smallest anchors find faces of about 10 px; a margin keeps its boxes tight.
 YUNET_MIN_PX = 12
+# Recheck of a shrunk pass's weak faces: a square REGION_K times the face's side around
+# it, taken from the full frame and resized to REGION_PX (the face then spans about
+# REGION_PX / REGION_K = 64 px, where YuNet is sure), at most MAX_RECHECKS per frame.
+REGION_K = 2.5
+REGION_PX = 160
+MAX_RECHECKS = 4
 
 
 class DetectorError(RuntimeError):
@@ -56,6 +62,7 @@ class FaceDetector(ABC):
         self.min_face = max(1, int(min_face))
         self.max_faces = max(1, int(max_faces))
         self.input_width = max(0, int(input_width))
+        self.rechecks = 0  # regions re-detected at full resolution (bench figure)
 
     @abstractmethod
     def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +100,7 @@ class FaceDetector(ABC):
             boxes = boxes * np.array([w / size[0], h / size[1]] * 2, np.float32)
             if points is not None:
                 points = points * np.array([w / size[0], h / size[1]], np.float32)
+            boxes, scores, points = self._recheck(frame, boxes, scores, points)
             return self._finish(boxes, scores, w, h, 1.0, points)
         bgr = _as_bgr(frame)
         scale, pad = 1.0, 0
@@ -102,7 +110,7 @@ class FaceDetector(ABC):
                              interpolation=cv2.INTER_LINEAR)
             pad = round(SMALL_SIDE * SMALL_PAD)
             bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        boxes, scores, points = self._detect_points(bgr)
+        boxes, scores, points = self._strong(*self._detect_points(bgr))
         if boxes.shape[0] == 0:
             return EMPTY
         if scale != 1.0 or pad:
@@ -112,6 +120,18 @@ class FaceDetector(ABC):
             if points is not None:
                 points = (points - pad) / scale
         return self._finish(boxes, scores, w, h, scale, points)
+
+    def _strong(self, boxes: np.ndarray, scores: np.ndarray, points: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Drop the weak faces a lowered pass threshold lets through (detectors that
+        recheck: a full-frame pass has nothing finer to recheck them with)."""
+        return boxes, scores, points
+
+    def _recheck(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                 points: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Settle a shrunk pass's weak faces (frame pixels) against the full frame."""
+        return self._strong(boxes, scores, points)
 
     def _finish(self, boxes: np.ndarray, scores: np.ndarray, w: int, h: int,
                 scale: float, points: np.ndarray | None = None) -> Detections:
@@ -131,6 +151,30 @@ class FaceDetector(ABC):
         order = np.argsort(-sc, kind="stable")[: self.max_faces]
         lms = None if points is None else points[keep][order].astype(np.float32)
         return Detections(np.round(out[order]).astype(np.int32), sc[order], lms)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return float(inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-6))
+
+
+def _nms(faces: list[tuple[np.ndarray, np.floating, np.ndarray]], iou: float
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy non-maximum suppression over a few (box, score, landmarks) faces: a face
+    a region found twice, or found again beside the shrunk pass's sure one, counts once."""
+    faces = sorted(faces, key=lambda f: -float(f[1]))
+    kept: list[tuple[np.ndarray, np.floating, np.ndarray]] = []
+    for f in faces:
+        if all(_iou(f[0], k[0]) <= iou for k in kept):
+            kept.append(f)
+    if not kept:
+        return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                np.zeros((0, 5, 2), np.float32))
+    return (np.stack([k[0] for k in kept]).astype(np.float32),
+            np.array([k[1] for k in kept], np.float32),
+            np.stack([k[2] for k in kept]).astype(np.float32))
 
 
 def _as_uint8(frame: np.ndarray) -> np.ndarray:
@@ -156,16 +200,69 @@ class YuNetDetector(FaceDetector):
 
     def __init__(self, model_path: Path, score_threshold: float = 0.7,
                  nms_threshold: float = 0.3, min_face: int = 24, max_faces: int = 32,
-                 input_width: int = 0) -> None:
+                 input_width: int = 0, recheck_score: float = 0.0) -> None:
+        """recheck_score: in a shrunk pass, faces scoring from this up to score_threshold
+        are re-detected in their region of the full frame (0 or >= score_threshold: off;
+        a full-frame pass keeps only faces at score_threshold or above either way)."""
         super().__init__(min_face, max_faces, input_width)
         self.model_path = Path(model_path)
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.recheck_score = recheck_score if 0 < recheck_score < score_threshold else 0.0
         self._size = (320, 240)
+        self._net = self._create(self._size, self.recheck_score or score_threshold)
+        self._region_net: cv2.FaceDetectorYN | None = None
+
+    def _create(self, size: tuple[int, int], threshold: float) -> cv2.FaceDetectorYN:
         try:
-            self._net = cv2.FaceDetectorYN.create(
-                str(self.model_path), "", self._size, score_threshold, nms_threshold, 5000)
+            return cv2.FaceDetectorYN.create(
+                str(self.model_path), "", size, threshold, self.nms_threshold, 5000)
         except cv2.error as e:
             raise DetectorError(f"cannot load YuNet model {self.model_path}: "
                                 f"{str(e).strip().splitlines()[-1]}") from e
+
+    def _strong(self, boxes: np.ndarray, scores: np.ndarray, points: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if not self.recheck_score:
+            return boxes, scores, points
+        keep = scores >= self.score_threshold
+        return boxes[keep], scores[keep], None if points is None else points[keep]
+
+    def _recheck(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                 points: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if not self.recheck_score or points is None:  # YuNet always gives points
+            return self._strong(boxes, scores, points)
+        weak = np.flatnonzero(scores < self.score_threshold)
+        if not len(weak):
+            return boxes, scores, points
+        weak = weak[np.argsort(-scores[weak], kind="stable")][:MAX_RECHECKS]
+        sure = self._strong(boxes, scores, points)
+        out = list(zip(sure[0], sure[1], points[scores >= self.score_threshold], strict=True))
+        h, w = frame.shape[:2]
+        for k in weak:
+            side = REGION_K * float(max(boxes[k, 2], boxes[k, 3]))
+            if side < self.min_face:  # too small to count even if confirmed
+                continue
+            s = int(min(round(side), w, h))
+            cx, cy = boxes[k, 0] + boxes[k, 2] / 2, boxes[k, 1] + boxes[k, 3] / 2
+            x0 = int(np.clip(round(cx - s / 2), 0, w - s))
+            y0 = int(np.clip(round(cy - s / 2), 0, h - s))
+            region = cv2.resize(_as_bgr(frame[y0:y0 + s, x0:x0 + s]), (REGION_PX, REGION_PX),
+                                interpolation=cv2.INTER_AREA if s > REGION_PX
+                                else cv2.INTER_LINEAR)
+            if self._region_net is None:
+                self._region_net = self._create((REGION_PX, REGION_PX), self.score_threshold)
+            self.rechecks += 1
+            _, faces = self._region_net.detect(region)
+            if faces is None:
+                continue
+            f = s / REGION_PX
+            for face in faces:
+                b = face[:4] * f + np.array([x0, y0, 0, 0], np.float32)
+                lm = face[4:14].reshape(5, 2) * f + np.array([x0, y0], np.float32)
+                out.append((b.astype(np.float32), np.float32(face[14]), lm.astype(np.float32)))
+        return _nms(out, self.nms_threshold)
 
     def describe(self) -> str:
         return f"yunet ({self.model_path.name})"
@@ -233,15 +330,16 @@ def set_threads(n: int) -> None:
 def make_detector(model_path: Path | None = None, kind: str = "auto",
                   score_threshold: float = 0.7, nms_threshold: float = 0.3,
                   min_face: int = 24, max_faces: int = 32,
-                  input_width: int = 0) -> FaceDetector:
+                  input_width: int = 0, recheck_score: float = 0.0) -> FaceDetector:
     """kind: "auto" (YuNet if found, else Haar with a warning), "yunet" or "haar".
-    input_width: shrink frames to this width for detection (YuNet only; 0 = never)."""
+    input_width: shrink frames to this width for detection (YuNet only; 0 = never);
+    recheck_score: see YuNetDetector."""
     if kind == "haar":
         return HaarDetector(min_face, max_faces)
     path = find_yunet(model_path)
     if path is not None:
         return YuNetDetector(path, score_threshold, nms_threshold, min_face, max_faces,
-                             input_width)
+                             input_width, recheck_score)
     if kind == "yunet":
         raise DetectorError(f"YuNet model not found at {model_path or DEV_YUNET} (download "
                             f"{YUNET_FILE} from opencv_zoo or set detector.kind = \"haar\")")

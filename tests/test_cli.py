@@ -220,6 +220,25 @@ def test_bench_json(model_dir: Path) -> None:
         assert new["invokes_per_frame"] < old["invokes_per_frame"] / 2
 
 
+@pytest.mark.slow
+def test_bench_on_given_frames_runs_a_lever_that_was_not_kept(tmp_path: Path) -> None:
+    """--frame-dir (the emulated Pi's bench: frames drawn on the host) with the "recheck"
+    profile: detection on a shrunk frame, weak faces rechecked at full resolution."""
+    from device.bench import make_frames
+
+    make_frames(tmp_path, scenes=1, per_scene=12)
+    p = moodcam("bench", "--json", "--frames", "12", "--paced-s", "0.5", "--profile",
+                "recheck", "--runtime", "ai-edge-litert", "--frame-dir", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    (res,) = json.loads(p.stdout)["runtimes"].values()
+    assert res["recheck"]["detect_share"] == 1.0 and res["recheck"]["faces_per_frame"] >= 1
+    assert res["recheck"]["rechecks_per_frame"] >= 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = moodcam("bench", "--frame-dir", str(empty))
+    assert p.returncode != 0 and "no *.jpg frames in" in one_error_line(p)
+
+
 def test_bench_rejects_an_unknown_profile() -> None:
     p = moodcam("bench", "--profile", "old,fastest")
     assert p.returncode != 0 and "unknown profile fastest" in one_error_line(p)

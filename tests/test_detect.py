@@ -155,3 +155,48 @@ def test_shrinking_stops_where_min_face_would_vanish(yunet_path: Path) -> None:
     assert YuNetDetector(yunet_path, min_face=36, input_width=640).shrink_factor(640) == 1.0
     assert YuNetDetector(yunet_path, min_face=36, input_width=640).shrink_factor(1280) == 0.5
     assert not HaarDetector.can_shrink  # its min-size logic is in frame pixels
+
+
+def tight_face_frame(astronaut: np.ndarray, side: int, at: tuple[int, int] = (300, 200)
+                     ) -> np.ndarray:
+    """A 640x480 frame with the astronaut's face cropped tight (like a FER face) at `side`
+    px: too little surroundings for a shrunk pass to be sure of it."""
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    x, y = at
+    frame[y:y + side, x:x + side] = cv2.resize(small_face(astronaut, 90), (side, side),
+                                               interpolation=cv2.INTER_CUBIC)[..., None]
+    return frame
+
+
+def test_a_weak_face_of_the_shrunk_pass_is_rechecked_in_its_full_resolution_region(
+        yunet_path: Path, astronaut_bgr: np.ndarray) -> None:
+    """detector.recheck_score: the shrunk pass sees the 88 px face only weakly (score
+    ~0.3 at 320 px wide) and drops it; the recheck finds it in its region of the full
+    frame, with its box and landmarks in frame pixels, as the full-frame pass does."""
+    frame = tight_face_frame(astronaut_bgr, 88)
+    full = YuNetDetector(yunet_path, min_face=36).detect(frame)
+    assert len(full) == 1
+    assert len(YuNetDetector(yunet_path, min_face=36, input_width=320).detect(frame)) == 0
+    det = YuNetDetector(yunet_path, min_face=36, input_width=320, recheck_score=0.1)
+    found = det.detect(frame)
+    assert len(found) == 1 and det.rechecks == 1
+    assert found.scores[0] >= 0.7
+    assert iou(found.boxes[0], tuple(full.boxes[0])) > 0.85
+    assert found.landmarks is not None and full.landmarks is not None
+    assert np.abs(found.landmarks - full.landmarks).max() < 4.0
+
+
+def test_the_recheck_leaves_sure_faces_alone_and_finds_nothing_in_an_empty_frame(
+        yunet_path: Path, astronaut_bgr: np.ndarray) -> None:
+    det = YuNetDetector(yunet_path, min_face=30, max_faces=64, input_width=320,
+                        recheck_score=0.1)
+    assert len(det.detect(mosaic(astronaut_bgr))) == 30  # each face once, not twice
+    assert len(det.detect(np.full((480, 640, 3), 120, np.uint8))) == 0
+    # A full-frame pass has no finer view to recheck with: it keeps only sure faces (this
+    # 45 px one scores ~0.5 on the full frame).
+    weak = tight_face_frame(astronaut_bgr, 45)
+    assert len(YuNetDetector(yunet_path, score_threshold=0.3, min_face=36).detect(weak)) == 1
+    lowered = YuNetDetector(yunet_path, min_face=36, recheck_score=0.1)
+    assert lowered.shrink_factor(640) == 1.0
+    assert len(lowered.detect(weak)) == 0
+    assert lowered.rechecks == 0

@@ -50,7 +50,8 @@ def camera_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
                          crop_scales: list[float] | None = None, limit: int | None = None,
                          seed: int = 0, input_width: int | None = None,
-                         split: str = "test") -> dict[str, Any]:
+                         split: str = "test", recheck_score: float | None = None
+                         ) -> dict[str, Any]:
     """input_width: the device's detector.input_width (None: its default). `split`
     "validation" is the model's own fit validation set: scan crop scales there when
     choosing one; "test" reports the chosen framing once."""
@@ -59,7 +60,9 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
     clf = Classifier(manifest, mdir / manifest.model_file)
     dcfg = DetectorConfig()
     width = dcfg.input_width if input_width is None else input_width
-    detector = make_detector(yunet, "auto", min_face=dcfg.min_face_px, input_width=width)
+    recheck = dcfg.recheck_score if recheck_score is None else recheck_score
+    detector = make_detector(yunet, "auto", dcfg.score_threshold, dcfg.nms_threshold,
+                             dcfg.min_face_px, dcfg.max_faces, width, recheck)
     test = fit_validation(data, split, manifest)
     if test is None:
         splits, _ = load_splits(data, drop_twins=False)
@@ -90,6 +93,7 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
     out: dict[str, Any] = {"images": len(idx), "detected": len(emotions), "split": split,
                            "detection_rate": len(emotions) / max(1, len(idx)),
                            "detector": detector.describe(), "input_width": width,
+                           "recheck_score": recheck, "rechecks": detector.rechecks,
                            "detect_width": round(FRAME_W * detector.shrink_factor(FRAME_W)),
                            "by_crop_scale": {}}
     for s in scales:
@@ -105,6 +109,9 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
 def format_camera(m: dict[str, Any]) -> str:
     shrink = (f", frames shrunk to {m['detect_width']} px wide for detection"
               if m.get("detect_width", FRAME_W) < FRAME_W else "")
+    if shrink and m.get("recheck_score"):
+        shrink += (f", weak faces (score >= {m['recheck_score']:g}) rechecked at full "
+                   f"resolution ({m.get('rechecks', 0)} regions)")
     lines = [f"camera path [{m.get('split', 'test')}]: {m['detected']}/{m['images']} faces"
              f" detected ({m['detection_rate']:.1%}) by {m['detector']}{shrink}",
              "| crop scale | happy-vs-sad | neutral leak | own-label acc. | coverage |",

@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--input-width", type=int,
                    help="with --camera: shrink frames to this width for detection, as the "
                         "device's detector.input_width (default: its default; 0 = full frame)")
+    e.add_argument("--recheck-score", type=float,
+                   help="with --camera: the device's detector.recheck_score (default: its "
+                        "default; 0 = off)")
 
     x = sub.add_parser("export", help="pack a model directory into a deployable bundle")
     x.add_argument("--model", type=Path, required=True, help="directory with manifest.json")
@@ -212,7 +215,8 @@ def _evaluate(a: argparse.Namespace) -> int:
         from training.pipeline import find_yunet
 
         cam = evaluate_camera_path(a.model, a.data, find_yunet(a.detector), a.crop_scales,
-                                   a.limit, input_width=a.input_width, split=a.split)
+                                   a.limit, input_width=a.input_width, split=a.split,
+                                   recheck_score=a.recheck_score)
         if a.out:
             write_metrics(cam, a.out)
         print(json.dumps(cam) if a.json else format_camera(cam))

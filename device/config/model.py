@@ -107,6 +107,14 @@ class DetectorConfig(Section):
             "far that a min_face_px face falls below what YuNet finds."
         ),
     )
+    recheck_score: float = Field(
+        0.0, ge=0, le=1,
+        description=(
+            "When frames are shrunk for detection: faces scoring from this up to "
+            "score_threshold are re-detected in their region of the full frame, so a face "
+            "too small for the shrunk pass is still found. 0 = off."
+        ),
+    )
     every_n_frames: int = Field(
         5, ge=1, le=30,
         description=(

@@ -44,10 +44,16 @@ def open_dir(path: Path, create: bool = False, mode: int = 0o755,
             else:
                 fd = os.open(path.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
                              dir_fd=parent)
-                os.fchmod(fd, mode)  # whatever the umask
-                if group is not None and os.geteuid() == 0:
-                    os.fchown(fd, 0, group)
-                os.close(fd)
+                try:
+                    # Only the directory mkdir made: whoever owns the parent can rename a
+                    # directory of their own over the new empty one before this open, and
+                    # root must not chown that to itself (its contents stay theirs).
+                    if os.fstat(fd).st_uid == os.geteuid():
+                        os.fchmod(fd, mode)  # whatever the umask
+                        if group is not None and os.geteuid() == 0:
+                            os.fchown(fd, 0, group)
+                finally:
+                    os.close(fd)
         try:
             fd = os.open(path.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
                          dir_fd=parent)

@@ -65,3 +65,33 @@ def test_a_daemon_owned_store_is_refused_then_taken_over(arena: Path) -> None:
     rc, _, err = model("install", str(bundle(arena, "v1", 1)), "--config", cfg)
     assert rc == 0, err
     assert ModelStore(store).current().manifest.model_sha256 == sha_of(1)
+
+
+def test_a_directory_swapped_in_after_mkdir_is_not_taken_for_roots(
+        arena: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race tests/test_store_race.py once hit: root makes the store's directory, and
+    the parent's owner renames a directory of their own (with a link to root's secret in
+    it) over the new, still empty one before root opens it. Root must refuse it, not
+    chown it to itself and then work inside the attacker's files."""
+    from device import safefs
+
+    state = arena / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    theirs = state / "theirs"
+    (theirs / "versions").mkdir(parents=True)
+    os.symlink(arena / "secret", theirs / "current")
+    for p in (theirs, theirs / "versions", theirs / "current"):
+        os.chown(p, 65534, 65534, follow_symlinks=False)
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swap(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real_mkdir(name, mode, dir_fd=dir_fd)
+        os.rename(theirs, state / "models")  # replaces the new empty directory
+
+    monkeypatch.setattr(safefs.os, "mkdir", mkdir_then_swap)
+    with pytest.raises(safefs.UnsafeDirectory, match="owned by uid 65534, not root"):
+        safefs.open_dir(state / "models", create=True, mode=0o750, group=0)
+    st = (state / "models").stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o755)
+    assert (state / "models" / "versions").stat().st_uid == 65534

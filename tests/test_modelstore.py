@@ -269,6 +269,11 @@ def _daemon_config(tmp: Path, store: Path, port: int) -> Path:
         f'[spool]\npath = "{tmp / "spool.sqlite"}"\n'))
 
 
+def newest_sha(sub: Subscriber) -> str:
+    """The model sha256 of the newest status the subscriber has."""
+    return str(json.loads(sub.messages[-1].payload)["model"]["sha256"])
+
+
 @pytest.mark.broker
 def test_daemon_picks_up_the_model_or_it_is_rolled_back(mosquitto: Broker, tmp_path: Path
                                                         ) -> None:
@@ -285,8 +290,8 @@ def test_daemon_picks_up_the_model_or_it_is_rolled_back(mosquitto: Broker, tmp_p
                              "--timeout", "30")
         assert rc == 0, err
         assert f"pid {d.pid}" in out and "frames flowing" in out
-        last = json.loads(sub.messages[-1].payload)
-        assert last["model"]["sha256"] == sha_of(1)
+        # `model` confirmed on its own subscription; this one may get the status a moment later.
+        assert sub.wait_for(lambda: newest_sha(sub) == sha_of(1), timeout=10)
         # A daemon that stops answering: the new model is not confirmed, the old comes back.
         d.send_signal(signal.SIGSTOP)
         try:
@@ -302,7 +307,7 @@ def test_daemon_picks_up_the_model_or_it_is_rolled_back(mosquitto: Broker, tmp_p
         # Rollback through the daemon: confirmed by its status.
         rc, out, err = model("rollback", "--config", cfg, "--timeout", "30")
         assert rc == 0 and "frames flowing" in out, err
-        assert json.loads(sub.messages[-1].payload)["model"]["sha256"] == sha_of(0)
+        assert sub.wait_for(lambda: newest_sha(sub) == sha_of(0), timeout=10), newest_sha(sub)
     finally:
         d.terminate()
         _, derr = d.communicate(timeout=30)

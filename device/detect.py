@@ -153,28 +153,14 @@ class FaceDetector(ABC):
         return Detections(np.round(out[order]).astype(np.int32), sc[order], lms)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return float(inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-6))
-
-
-def _nms(faces: list[tuple[np.ndarray, np.floating, np.ndarray]], iou: float
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Greedy non-maximum suppression over a few (box, score, landmarks) faces: a face
-    a region found twice, or found again beside the shrunk pass's sure one, counts once."""
-    faces = sorted(faces, key=lambda f: -float(f[1]))
-    kept: list[tuple[np.ndarray, np.floating, np.ndarray]] = []
-    for f in faces:
-        if all(_iou(f[0], k[0]) <= iou for k in kept):
-            kept.append(f)
-    if not kept:
+def _unpack(faces: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FaceDetectorYN's rows (box, 5 landmarks, score) as float32 boxes (N, 4), scores
+    (N,) and landmarks (N, 5, 2)."""
+    if faces is None or len(faces) == 0:
         return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
                 np.zeros((0, 5, 2), np.float32))
-    return (np.stack([k[0] for k in kept]).astype(np.float32),
-            np.array([k[1] for k in kept], np.float32),
-            np.stack([k[2] for k in kept]).astype(np.float32))
+    return (faces[:, :4].astype(np.float32), faces[:, 14].astype(np.float32),
+            faces[:, 4:14].reshape(-1, 5, 2).astype(np.float32))
 
 
 def _as_uint8(frame: np.ndarray) -> np.ndarray:
@@ -237,8 +223,7 @@ class YuNetDetector(FaceDetector):
         if not len(weak):
             return boxes, scores, points
         weak = weak[np.argsort(-scores[weak], kind="stable")][:MAX_RECHECKS]
-        sure = self._strong(boxes, scores, points)
-        out = list(zip(sure[0], sure[1], points[scores >= self.score_threshold], strict=True))
+        found = [self._strong(boxes, scores, points)]
         h, w = frame.shape[:2]
         for k in weak:
             side = REGION_K * float(max(boxes[k, 2], boxes[k, 3]))
@@ -254,15 +239,17 @@ class YuNetDetector(FaceDetector):
             if self._region_net is None:
                 self._region_net = self._create((REGION_PX, REGION_PX), self.score_threshold)
             self.rechecks += 1
-            _, faces = self._region_net.detect(region)
-            if faces is None:
-                continue
+            rb, rs, rp = _unpack(self._region_net.detect(region)[1])
             f = s / REGION_PX
-            for face in faces:
-                b = face[:4] * f + np.array([x0, y0, 0, 0], np.float32)
-                lm = face[4:14].reshape(5, 2) * f + np.array([x0, y0], np.float32)
-                out.append((b.astype(np.float32), np.float32(face[14]), lm.astype(np.float32)))
-        return _nms(out, self.nms_threshold)
+            found.append((rb * f + np.array([x0, y0, 0, 0], np.float32), rs,
+                          rp * f + np.array([x0, y0], np.float32)))
+        all_b = np.concatenate([b for b, _, _ in found])
+        all_s = np.concatenate([sc for _, sc, _ in found])
+        all_p = np.concatenate([pt for _, _, pt in found if pt is not None])
+        # A face a region found twice, or again beside the shrunk pass's sure one, once.
+        keep = np.asarray(cv2.dnn.NMSBoxes(all_b.tolist(), all_s.tolist(), 0.0,
+                                           self.nms_threshold), int).reshape(-1)
+        return all_b[keep], all_s[keep], all_p[keep]
 
     def describe(self) -> str:
         return f"yunet ({self.model_path.name})"
@@ -277,12 +264,7 @@ class YuNetDetector(FaceDetector):
         if size != self._size:  # reshaping the network is costly: only when needed
             self._net.setInputSize(size)
             self._size = size
-        _, faces = self._net.detect(bgr)
-        if faces is None or len(faces) == 0:
-            return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
-                    np.zeros((0, 5, 2), np.float32))
-        return (faces[:, :4].astype(np.float32), faces[:, 14].astype(np.float32),
-                faces[:, 4:14].reshape(-1, 5, 2).astype(np.float32))
+        return _unpack(self._net.detect(bgr)[1])
 
 
 class HaarDetector(FaceDetector):

@@ -105,7 +105,7 @@ def load_detector(cfg: Config) -> FaceDetector:
     try:
         return make_detector(d.yunet_model, d.kind, d.score_threshold, d.nms_threshold,
                              d.min_face_px, d.max_faces, d.input_width,
-                             d.recheck_score)
+                             d.recheck_score, d.backend, d.threads)
     except DetectorError as e:
         raise StartupError(f"detector: {e}") from None
 

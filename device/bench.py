@@ -16,7 +16,8 @@ frames warm up and are not counted. Two figures per run:
 Profiles: "new" is the config defaults, "old" the defaults before the work-saving
 schedule (detection on the full frame, every frame; every face classified every frame),
 and "shrink" (detection on frames shrunk to 320 px wide: it fails the camera-path
-evaluation, so it is not a default), "skip", "per-track" each add one lever to "old";
+evaluation, so it is not a default), "skip", "per-track", "ort" (YuNet on onnxruntime)
+each add one lever to "old";
 "recheck" is "shrink" with weak faces rechecked at full resolution, "every6" the new
 defaults detecting every 6th frame (neither kept: README, Benchmark).
 
@@ -49,18 +50,19 @@ SCENE_FRAMES = 40
 SCENES = 3
 WINDOW_S = 5.0
 FPS = 10.0
-OLD = {"detector": {"input_width": 0, "every_n_frames": 1},
-       "tracker": {"classify_every": 1}}
+# The defaults before issue 12: full frame, every frame, OpenCV's DNN module.
+OLD_DET: dict[str, Any] = {"input_width": 0, "every_n_frames": 1, "backend": "opencv"}
+OLD = {"detector": OLD_DET, "tracker": {"classify_every": 1}}
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "old": OLD,
-    "shrink": {**OLD, "detector": {"input_width": 320, "every_n_frames": 1}},
-    "skip": {**OLD, "detector": {"input_width": 0}},
-    "per-track": {"detector": OLD["detector"]},
+    "shrink": {**OLD, "detector": {**OLD_DET, "input_width": 320}},
+    "skip": {**OLD, "detector": {**OLD_DET, "every_n_frames": 5}},
+    "per-track": {"detector": OLD_DET},
+    "ort": {**OLD, "detector": {**OLD_DET, "backend": "onnxruntime"}},
     "new": {},
     # Levers measured and not kept (README, Benchmark): the shrunk pass with its weak faces
     # rechecked at full resolution, and detection every 6th frame instead of every 5th.
-    "recheck": {**OLD, "detector": {"input_width": 320, "every_n_frames": 1,
-                                    "recheck_score": 0.1}},
+    "recheck": {**OLD, "detector": {**OLD_DET, "input_width": 320, "recheck_score": 0.1}},
     "every6": {"detector": {"every_n_frames": 6}},
 }
 

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this runtime")
     p.add_argument("--profile", default="old,new",
                    help="comma-separated: old, new (the config defaults), or old plus one "
-                   "lever: shrink, skip, per-track; levers not kept: recheck, every6 "
+                   "lever: shrink, skip, per-track, ort; levers not kept: recheck, every6 "
                    "(default old,new)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run every profile this many times, interleaved; report medians")

@@ -12,6 +12,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -32,6 +33,15 @@ YUNET_MIN_PX = 12
 REGION_K = 2.5
 REGION_PX = 160
 MAX_RECHECKS = 4
+BACKENDS = ("onnxruntime", "opencv")
+
+
+class YuNetNet(Protocol):
+    """What YuNetDetector needs of a network: cv2.FaceDetectorYN's two calls."""
+
+    def setInputSize(self, size: tuple[int, int]) -> None: ...
+
+    def detect(self, image: np.ndarray) -> tuple[int, np.ndarray | None]: ...
 
 
 class DetectorError(RuntimeError):
@@ -186,26 +196,57 @@ class YuNetDetector(FaceDetector):
 
     def __init__(self, model_path: Path, score_threshold: float = 0.7,
                  nms_threshold: float = 0.3, min_face: int = 24, max_faces: int = 32,
-                 input_width: int = 0, recheck_score: float = 0.0) -> None:
+                 input_width: int = 0, recheck_score: float = 0.0,
+                 backend: str = "onnxruntime", threads: int = 1) -> None:
         """recheck_score: in a shrunk pass, faces scoring from this up to score_threshold
         are re-detected in their region of the full frame (0 or >= score_threshold: off;
-        a full-frame pass keeps only faces at score_threshold or above either way)."""
+        a full-frame pass keeps only faces at score_threshold or above either way).
+        backend: "onnxruntime" (device/yunet_ort.py: the same faces, about half the CPU)
+        or "opencv" (cv2.FaceDetectorYN); threads: onnxruntime's (OpenCV's are global)."""
         super().__init__(min_face, max_faces, input_width)
+        if backend not in BACKENDS:
+            raise DetectorError(f"unknown YuNet backend {backend!r} (one of {BACKENDS})")
         self.model_path = Path(model_path)
+        self.backend = backend
+        self.threads = threads
+        self._bytes: bytes | None = None
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.recheck_score = recheck_score if 0 < recheck_score < score_threshold else 0.0
         self._size = (320, 240)
         self._net = self._create(self._size, self.recheck_score or score_threshold)
-        self._region_net: cv2.FaceDetectorYN | None = None
+        self._region_net: YuNetNet | None = None
 
-    def _create(self, size: tuple[int, int], threshold: float) -> cv2.FaceDetectorYN:
+    def _create(self, size: tuple[int, int], threshold: float) -> YuNetNet:
+        if self.backend == "onnxruntime":
+            return self._create_ort(size, threshold)
         try:
             return cv2.FaceDetectorYN.create(
                 str(self.model_path), "", size, threshold, self.nms_threshold, 5000)
         except cv2.error as e:
             raise DetectorError(f"cannot load YuNet model {self.model_path}: "
                                 f"{str(e).strip().splitlines()[-1]}") from e
+
+    def _create_ort(self, size: tuple[int, int], threshold: float) -> YuNetNet:
+        from device.yunet_ort import ModelFormatError, OrtYuNet
+
+        try:
+            if self._bytes is None:
+                self._bytes = self.model_path.read_bytes()
+            return OrtYuNet(self._bytes, size, threshold, self.nms_threshold, 5000,
+                            self.threads)
+        except ImportError as e:
+            raise DetectorError(f"onnxruntime cannot be imported ({e}): pip install "
+                                "onnxruntime, or set detector.backend = \"opencv\"") from None
+        except OSError as e:
+            raise DetectorError(f"cannot read YuNet model {self.model_path}: "
+                                f"{e.strerror or e}") from None
+        except ModelFormatError as e:
+            raise DetectorError(f"cannot load YuNet model {self.model_path}: {e}") from None
+        except Exception as e:  # onnxruntime raises its own types for a corrupt model
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DetectorError(f"cannot load YuNet model {self.model_path}: "
+                                f"{first}") from None
 
     def _strong(self, boxes: np.ndarray, scores: np.ndarray, points: np.ndarray | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -252,7 +293,7 @@ class YuNetDetector(FaceDetector):
         return all_b[keep], all_s[keep], all_p[keep]
 
     def describe(self) -> str:
-        return f"yunet ({self.model_path.name})"
+        return f"yunet ({self.model_path.name}, {self.backend})"
 
     def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         boxes, scores, _ = self._detect_points(bgr)
@@ -312,16 +353,17 @@ def set_threads(n: int) -> None:
 def make_detector(model_path: Path | None = None, kind: str = "auto",
                   score_threshold: float = 0.7, nms_threshold: float = 0.3,
                   min_face: int = 24, max_faces: int = 32,
-                  input_width: int = 0, recheck_score: float = 0.0) -> FaceDetector:
+                  input_width: int = 0, recheck_score: float = 0.0,
+                  backend: str = "onnxruntime", threads: int = 1) -> FaceDetector:
     """kind: "auto" (YuNet if found, else Haar with a warning), "yunet" or "haar".
     input_width: shrink frames to this width for detection (YuNet only; 0 = never);
-    recheck_score: see YuNetDetector."""
+    recheck_score, backend, threads: see YuNetDetector."""
     if kind == "haar":
         return HaarDetector(min_face, max_faces)
     path = find_yunet(model_path)
     if path is not None:
         return YuNetDetector(path, score_threshold, nms_threshold, min_face, max_faces,
-                             input_width, recheck_score)
+                             input_width, recheck_score, backend, threads)
     if kind == "yunet":
         raise DetectorError(f"YuNet model not found at {model_path or DEV_YUNET} (download "
                             f"{YUNET_FILE} from opencv_zoo or set detector.kind = \"haar\")")

@@ -62,7 +62,7 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
     width = dcfg.input_width if input_width is None else input_width
     recheck = dcfg.recheck_score if recheck_score is None else recheck_score
     detector = make_detector(yunet, "auto", dcfg.score_threshold, dcfg.nms_threshold,
-                             dcfg.min_face_px, dcfg.max_faces, width, recheck)
+                             dcfg.min_face_px, dcfg.max_faces, width, recheck, dcfg.backend)
     test = fit_validation(data, split, manifest)
     if test is None:
         splits, _ = load_splits(data, drop_twins=False)

@@ -129,9 +129,19 @@ class DetectorConfig(Section):
             "detected frame's by more than this mean absolute difference (0-255)."
         ),
     )
+    backend: Literal["onnxruntime", "opencv"] = Field(
+        "onnxruntime",
+        description=(
+            "What runs YuNet: onnxruntime (about half the CPU of OpenCV's DNN module here) "
+            "or OpenCV's FaceDetectorYN; both give the same faces."
+        ),
+    )
     threads: int = Field(
         1, ge=1, le=16,
-        description="OpenCV threads (detection, resizing; process-wide). 1 = least CPU.",
+        description=(
+            "Detection threads (onnxruntime's; OpenCV's too, for resizing, process-wide). "
+            "1 = least CPU."
+        ),
     )
 
 

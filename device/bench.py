@@ -181,6 +181,7 @@ def child(runtime: str, profile: str, frames: int, paced_frames: int, threads: i
         "runtime": classifier.runtime,
         "profile": profile,
         "detector": detector.name,
+        "detector_backend": getattr(detector, "backend", None),
         "threads": threads,
         "frames": frames,
         "faces_per_frame": round(faces / frames, 2),

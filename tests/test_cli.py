@@ -191,6 +191,7 @@ def test_run_with_a_bad_config_is_exit_2(tmp_path: Path) -> None:
 def test_version_and_reserved_model_group() -> None:
     p = moodcam("version")
     assert p.returncode == 0 and p.stdout.startswith("moodcam ")
+    assert "onnxruntime 1." in p.stdout  # YuNet's default backend is installed
     assert moodcam("model").returncode == 2
     assert moodcam("no-such-command").returncode == 2
 

@@ -16,7 +16,7 @@
 #        deploy/pi-emulated.sh --clean                  drop the cache and exit
 #   --rebuild  drop the cached root (and pip cache) first: a cold run
 #   --keep     keep this run's overlay and logs (path printed at the end)
-#   --bench    then `moodcam bench` (old vs new defaults, both runtimes) in the root and on
+#   --bench    then `moodcam bench` (old, old on onnxruntime, new; both runtimes) in the root and on
 #              x86 on the same frames: a relative check only (qemu's timing is not a Pi's)
 # Environment: MOODCAM_PI_CACHE (default /var/cache/moodcam-pi), MOODCAM_PI_MIRROR (default:
 # the Debian mirror of the host's apt sources), MOODCAM_SHARED (default ../shared),
@@ -387,6 +387,8 @@ version=$(inroot "$root" $mc version) || die "moodcam version failed in the Pi v
 echo "   $version"
 [[ $version == *"runtimes: ai-edge-litert, tflite-runtime"* ]] ||
   die "both TFLite runtimes must import in the Pi venv"
+[[ $version == *"onnxruntime 1."* ]] ||
+  die "onnxruntime (YuNet's default backend, detector.backend) must be in the Pi venv"
 for conf in /etc/moodcam/moodcam.toml $smoke/ai-edge-litert.toml $smoke/tflite-runtime.toml; do
   inroot "$root" $mc check-config "$conf" >"$run/check.out" 2>&1 ||
     { cat "$run/check.out"; die "check-config $conf failed"; }
@@ -439,8 +441,9 @@ if [ $bench = 1 ]; then
   PYTHONPATH=$repo "$host_py" -c 'import sys; from pathlib import Path
 from device.bench import make_frames; make_frames(Path(sys.argv[1]))' "$host/bench"
   cp "$host/bench"/*.jpg "$root$smoke/bench/"
+  # "ort": old with YuNet on onnxruntime, to compare the two backends on aarch64 as well.
   bench_args=(bench --json --frames "${MOODCAM_PI_BENCH_FRAMES:-100}" --paced-s 5
-    --profile old,new)
+    --profile old,ort,new)
   inroot "$root" $mc "${bench_args[@]}" --frame-dir $smoke/bench >"$out/bench.json" ||
     die "moodcam bench failed in the emulated Pi"
   # .venv-pi has both runtimes, as the root does.

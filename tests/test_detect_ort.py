@@ -84,7 +84,7 @@ def test_without_onnxruntime_the_error_names_the_fix(yunet_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     monkeypatch.delitem(sys.modules, "device.yunet_ort", raising=False)
-    with pytest.raises(DetectorError, match='detector.backend = "opencv"'):
+    with pytest.raises(DetectorError, match=r'detector\.backend = "opencv"'):
         YuNetDetector(yunet_path, backend="onnxruntime")
     assert len(YuNetDetector(yunet_path, backend="opencv").detect(
         np.zeros((480, 640, 3), np.uint8))) == 0

@@ -13,6 +13,7 @@ Python's time.sleep).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -95,9 +96,14 @@ class SystemClock:
         if self._offset_read < 0 or now - self._offset_read >= 0.2:
             self._offset_read = now
             try:
-                self._offset = float(self._offset_file.read_text().strip() or 0)
-            except (OSError, ValueError):
+                text = self._offset_file.read_text().strip()
+            except OSError:  # no file: no offset
                 self._offset = 0.0
+            else:
+                # Empty or unparsable: caught mid-write (a test stepping the clock once
+                # read "" as 0, a step back); the last offset stands.
+                with contextlib.suppress(ValueError):
+                    self._offset = float(text) if text else self._offset
         return self._offset
 
     def wall(self) -> float:

@@ -65,9 +65,11 @@ def test_a_flood_of_switches_and_junk_makes_a_handful_of_windows(
     assert rc == 0 and "Traceback" not in err and "RecursionError" not in err, err
     print(f"\n1,000 switches published in {flood_s:.2f} s; {len(after)} windows in "
           f"{elapsed:.1f} s: {[m['content_id'] for m in after]}")
-    # Windows on time (one per 2 s) plus at most one switch per min_segment_s of flood
-    # (without the limit: one per main-loop turn, about 10 here).
-    bound = 1 + flood_s / min_segment
+    # Windows on time (one per 2 s); switches: the first announcement at once, then at
+    # most one per min_segment_s of flood, and the latest once the last segment has lasted
+    # the minimum, if it differs from what shows (a coin toss with alternating ids; it
+    # failed CI once). Without the limit: one per main-loop turn, about 10 a second here.
+    bound = 2 + flood_s / min_segment
     contents = [m["content_id"] for m in after]
     switches = sum(1 for a, b in itertools.pairwise(contents) if a != b)
     assert switches <= bound, contents

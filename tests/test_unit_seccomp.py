@@ -1,0 +1,95 @@
+"""The daemon runs under its unit's SystemCallFilter: every runtime it loads at start and
+calls per frame (onnxruntime or OpenCV's DNN for YuNet, the TFLite interpreter, paho,
+sqlite, sd_notify) stays inside `@system-service` minus the groups the unit denies.
+
+There is no systemd service manager here, so tests/seccomp.py rebuilds the filter from
+systemd/moodcam.service with systemd-analyze's groups and loads it with libseccomp
+before exec'ing `moodcam run`, as systemd does between fork and exec.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device.payloads import validate_mood
+from tests.broker import Broker, Subscriber
+from tests.daemonproc import DEV, ROOT, NotifySocket, moods, terminate, write_config
+from tests.seccomp import unit_filter
+
+UNIT = ROOT / "systemd" / "moodcam.service"
+LAUNCH = [sys.executable, str(ROOT / "tests" / "seccomp.py"), str(UNIT), "--"]
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                       reason="needs systemd-analyze (package systemd) to expand the unit's "
+                              "syscall groups"),
+    pytest.mark.skipif(ctypes.util.find_library("seccomp") is None,
+                       reason="needs libseccomp (package libseccomp2) to load the filter"),
+]
+
+PTRACE_TRACEME = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+                  "rc = libc.ptrace(0, 0, 0, 0); "
+                  "print('ok' if rc == 0 else os.strerror(ctypes.get_errno()))")
+
+
+def test_the_rebuilt_filter_is_the_units() -> None:
+    allowed, err = unit_filter(UNIT)
+    assert err == 1  # EPERM, SystemCallErrorNumber=EPERM
+    # Allowed by @system-service (and @default, which an allow list implies).
+    assert {"read", "openat", "mmap", "clone", "execve", "socket", "connect",
+            "sched_getaffinity", "futex", "exit_group"} <= allowed
+    # Removed by the unit's deny line: @privileged, @mount, @debug, @raw-io, @reboot, @swap.
+    assert not {"mount", "ptrace", "perf_event_open", "iopl", "reboot", "swapon",
+                "chroot", "setdomainname"} & allowed
+
+
+def test_the_filter_bites() -> None:
+    """The launcher really filters: a call @debug holds fails with EPERM under it."""
+    plain = subprocess.run([sys.executable, "-c", PTRACE_TRACEME], capture_output=True,
+                           text=True, timeout=30)
+    if plain.stdout.strip() != "ok":
+        pytest.skip(f"ptrace(TRACEME) fails here even unfiltered: {plain.stdout.strip()}")
+    filtered = subprocess.run([*LAUNCH, sys.executable, "-c", PTRACE_TRACEME],
+                              capture_output=True, text=True, timeout=30)
+    assert filtered.returncode == 0, filtered.stderr
+    assert filtered.stdout.strip() == "Operation not permitted"
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
+def test_the_daemon_detects_classifies_and_publishes_under_the_units_filter(
+        backend: str, mosquitto: Broker, model_dir: Path, yunet_path: Path,
+        tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port, detector=(
+        f'[detector]\nkind = "yunet"\nbackend = "{backend}"\nyunet_model = "{yunet_path}"\n'))
+    notify = NotifySocket(tmp_path / "notify.sock")
+    sub = Subscriber(mosquitto, [f"moodcam/{DEV}/#"])
+    p = subprocess.Popen([*LAUNCH, sys.executable, "-m", "device.cli", "run", "--config",
+                          str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                              **notify.env(watchdog_s=2.0)})
+    try:
+        assert sub.wait_for(lambda: len(moods(sub)) >= 3, timeout=60), p.stderr
+        rc, _, err = terminate(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        notify.close()
+    assert rc == 0, err
+    assert "Traceback" not in err and "not permitted" not in err.lower(), err
+    assert f"{backend})" in err  # the start-up line names the detector's backend
+    got = moods(sub)
+    for m in got:
+        validate_mood(m)
+    # The sample's face was found and classified: the detector and the model ran.
+    assert sum(sum(m["detections"].values()) for m in got) > 0
+    assert "READY=1" in notify.text() and "WATCHDOG=1" in notify.text()

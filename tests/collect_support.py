@@ -9,11 +9,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
 
@@ -149,3 +150,20 @@ def settle(db: str, table: str, seconds: float = 1.0) -> int:
         elif time.monotonic() - since >= seconds:
             return now
         time.sleep(0.1)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A mosquitto set up as docs/analysts.md says, killed (not stopped) at the end."""
+    b = analyst_broker(tmp_path)
+    yield b
+    b.kill()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each collector test runs on both databases the collector supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/collect.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from analyst.collect import parse, synth
 from device import payloads
+from tests import collect_support
 from tests.broker import Broker
 from tests.collect_support import (
     ROOT,
     CollectorProc,
     Publisher,
-    analyst_broker,
     rows,
     scalar,
     settle,
@@ -25,21 +24,9 @@ from tests.collect_support import (
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = analyst_broker(tmp_path)
-    yield b
-    b.kill()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/collect.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
+# The collector tests' own broker and their two databases (tests/collect_support.py).
+broker = collect_support.broker
+db = collect_support.db
 
 
 def test_every_window_stored_once_with_status_availability_and_rejects(

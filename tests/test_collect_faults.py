@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from analyst.collect import synth
+from tests import collect_support
 from tests.broker import Broker, wait_until
 from tests.collect_support import (
     CollectorProc,
     Publisher,
-    analyst_broker,
     rows,
     scalar,
     settle,
@@ -22,22 +21,10 @@ from tests.collect_support import (
 from tests.pg import PostgresServer
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
+# The collector tests' own broker and their two databases (tests/collect_support.py).
+broker = collect_support.broker
+db = collect_support.db
 START = datetime(2026, 11, 24, 7, tzinfo=UTC)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = analyst_broker(tmp_path)
-    yield b
-    b.kill()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/collect.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 def exactly_once(db: str, n: int) -> None:

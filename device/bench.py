@@ -105,6 +105,47 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+class _Frames:
+    """The bench's frames, fed to a pipeline with the capture stage timed."""
+
+    def __init__(self, frame_dir: Path) -> None:
+        self.blobs = [np.fromfile(p, np.uint8) for p in sorted(frame_dir.glob("*.jpg"))]
+        # A Pi camera (picamera2) hands over raw arrays: no decode, one fresh buffer a
+        # frame. Decoded only for the raw run, so the JPEG runs' peak RSS does not hold them.
+        self.decoded: list[np.ndarray] = []
+
+    def jpeg(self, i: int, pipe: Any) -> np.ndarray:
+        t0 = time.perf_counter()
+        image = cv2.imdecode(self.blobs[i % len(self.blobs)], cv2.IMREAD_COLOR)
+        assert image is not None
+        pipe.times.add("capture", time.perf_counter() - t0)
+        return image
+
+    def raw(self, i: int, pipe: Any) -> np.ndarray:
+        if not self.decoded:
+            self.decoded = [d for b in self.blobs
+                            if (d := cv2.imdecode(b, cv2.IMREAD_COLOR)) is not None]
+        t0 = time.perf_counter()
+        image = self.decoded[i % len(self.decoded)].copy()
+        pipe.times.add("capture", time.perf_counter() - t0)
+        return image
+
+
+def _flat_out(pipe: Any, frames: _Frames, n: int) -> tuple[int, float, float, Any]:
+    """n frames as fast as they come, after WARMUP: (faces, wall s, CPU s, stage times)."""
+    from device.pipeline import StageTimes
+
+    faces = 0
+    t_start = cpu_start = 0.0
+    for i in range(WARMUP + n):
+        if i == WARMUP:
+            pipe.times = StageTimes()
+            faces = 0
+            t_start, cpu_start = time.perf_counter(), _cpu_s()
+        faces += len(pipe.process(frames.jpeg(i, pipe), i / FPS))
+    return faces, time.perf_counter() - t_start, _cpu_s() - cpu_start, pipe.times
+
+
 def child(runtime: str, profile: str, frames: int, paced_frames: int, threads: int,
           frame_dir: Path, model_dir: Path | None) -> dict[str, Any]:
     """One runtime and profile on `threads` cores: returns the measurements as a dict."""
@@ -112,7 +153,7 @@ def child(runtime: str, profile: str, frames: int, paced_frames: int, threads: i
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
     from device.assemble import load_classifier, load_detector, make_schedule, make_tracker
     from device.config import parse_config
-    from device.pipeline import Pipeline, StageTimes
+    from device.pipeline import Pipeline
     from device.spool import Spool
 
     over = PROFILES[profile]
@@ -122,55 +163,27 @@ def child(runtime: str, profile: str, frames: int, paced_frames: int, threads: i
                         "tracker": over.get("tracker", {})})
     classifier = load_classifier(cfg, model_dir)
     detector = load_detector(cfg)  # sets OpenCV's threads
-    blobs = [np.fromfile(p, np.uint8) for p in sorted(frame_dir.glob("*.jpg"))]
+    feed = _Frames(frame_dir)
     windows: list[dict[str, Any]] = []
 
-    def build(sink: Any, spool: Spool) -> Pipeline:
-        return Pipeline.build(detector, classifier, "bench", WINDOW_S, sink=sink,
-                              tracker=make_tracker(cfg), schedule=make_schedule(cfg),
-                              stream=spool.stream, seq=spool.allocate)
-
-    def frame(i: int, pipe: Pipeline) -> np.ndarray:
-        t0 = time.perf_counter()
-        image = cv2.imdecode(blobs[i % len(blobs)], cv2.IMREAD_COLOR)
-        assert image is not None
-        pipe.times.add("capture", time.perf_counter() - t0)
-        return image
-
-    # A Pi camera (picamera2) hands over raw arrays: no decode, one fresh buffer a frame.
-    # Decoded after the JPEG runs, so their peak RSS does not hold these frames.
-    decoded: list[np.ndarray] = []
-
-    def raw_frame(i: int, pipe: Pipeline) -> np.ndarray:
-        t0 = time.perf_counter()
-        image = decoded[i % len(decoded)].copy()
-        pipe.times.add("capture", time.perf_counter() - t0)
-        return image
-
     with tempfile.TemporaryDirectory() as tmp, Spool(Path(tmp) / "spool.sqlite") as spool:
+        def build(sink: Any) -> Pipeline:
+            return Pipeline.build(detector, classifier, "bench", WINDOW_S, sink=sink,
+                                  tracker=make_tracker(cfg), schedule=make_schedule(cfg),
+                                  stream=spool.stream, seq=spool.allocate)
+
         def sink(p: dict[str, Any]) -> None:
             windows.append(p)
             spool.put(p)
 
-        pipe = build(sink, spool)
-        faces = 0
-        for i in range(WARMUP + frames):
-            if i == WARMUP:
-                pipe.times = StageTimes()
-                faces = 0
-                t_start, cpu_start = time.perf_counter(), _cpu_s()
-            faces += len(pipe.process(frame(i, pipe), i / FPS))
-        wall = time.perf_counter() - t_start
-        cpu = _cpu_s() - cpu_start
-        times = pipe.times
+        pipe = build(sink)
+        faces, wall, cpu, times = _flat_out(pipe, feed, frames)
         pipe.close((WARMUP + frames) / FPS)
-        publish_calls = max(times.calls["publish"], 1)
-        cpu_share = _paced_share(build(spool.put, spool), frame, paced_frames)
+        cpu_share = _paced_share(build(spool.put), feed.jpeg, paced_frames)
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        decoded.extend(d for b in blobs
-                       if (d := cv2.imdecode(b, cv2.IMREAD_COLOR)) is not None)
-        raw_share = _paced_share(build(spool.put, spool), raw_frame, paced_frames)
+        raw_share = _paced_share(build(spool.put), feed.raw, paced_frames)
         paced = 2 * (WARMUP + paced_frames)
+    publish_calls = max(times.calls["publish"], 1)
     ms = times.per_frame_ms()
     invoke_ms = _invoke_median_ms(classifier)
     core = ms["detect"] + ms["classify"]

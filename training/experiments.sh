@@ -47,9 +47,10 @@ issue13() {
   # (b) Wider mini-Xception inside 700 KB int8 (width 2: 253 KB); mirror-only views
   #     (--zoom-views 1.0: two invokes per face) keep invoke x views <= 1.5 ms on one core.
   #     Unaligned unless ALIGN_B=eyes (see above), so it measures width alone.
-  #     40 x ~190 s = ~2.1 h.
+  #     24 epochs, so that it ends within one session on 2 cores: 24 x ~190 s = ~1.3 h idle
+  #     (run 2026-12-01; README, issue 13).
   run hsno-64-w2 --labels hsno --size 64 --width 2 --zoom-views 1.0 --align "$align" \
-    "${lm[@]}" --epochs 40 --mixup 0.2 --version 2026.12-hsno64-w2
+    "${lm[@]}" --epochs 24 --mixup 0.2 --version 2026.12-hsno64-w2
   # (c) Distillation: (b)'s float model, trained once, teaches a width-1 student that keeps
   #     all four views within the budget. Student step + teacher forward ~x1.8:
   #     50 x ~145 s = ~2 h.

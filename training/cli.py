@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--distill-alpha", type=float, default=0.5,
                    help="with --teacher: weight of the label loss (rest: the teacher's)")
     f.add_argument("--distill-temperature", type=float, default=4.0)
+    f.add_argument("--members", type=lambda v: tuple(Path(p) for p in v.split(",") if p),
+                   default=(), help="RUN,RUN...: no training; average these finished fit runs"
+                                    " (same size, labels, alignment, seed) into one model")
     f.add_argument("--export-now", action="store_true",
                    help="with --resume: export the best checkpoint so far, train no further")
 
@@ -184,7 +187,11 @@ def _fit(a: argparse.Namespace) -> int:
         count_thresholds=not a.flat_threshold, align=a.align,
         landmark_cache=a.landmark_cache,
         label_smoothing=a.label_smoothing, mixup=a.mixup, teacher=a.teacher,
-        distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature)
+        distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
+        members=a.members)
+    if opts.members and opts.teacher:
+        raise DataError("--members and --teacher: an ensemble is not trained, so it has no"
+                        " teacher; distil from the ensemble's run instead")
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
                         " choose a new --out")

@@ -40,7 +40,8 @@ def run_row(run: Path) -> dict[str, str]:
     return {
         "run": run.name,
         "labels": ",".join(man.labels),
-        "model": f"{arch}{'' if width == 1.0 else f' x{width:g}'} {man.size}px"
+        "model": (f"ensemble of {len(opts['members'])}" if opts.get("members") else
+                  f"{arch}{'' if width == 1.0 else f' x{width:g}'}") + f" {man.size}px"
                  + (" + mirror" if man.flip_average else "")
                  + "".join(f" + {z:g} zoom" for z in man.zoom_views if z != 1.0)
                  + (" + eyes aligned" if man.preprocessing.align == "eyes" else "")

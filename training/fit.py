@@ -64,6 +64,7 @@ class FitOptions:
     teacher: Path | None = None  # a finished fit run to distil from
     distill_alpha: float = 0.5  # weight of the label loss; the rest is the teacher's
     distill_temperature: float = 4.0
+    members: tuple[Path, ...] = ()  # finished runs averaged into one model, no training
 
 
 @dataclass
@@ -220,6 +221,10 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     from training.distill import DistillLoss, load_teacher
     from training.models import build
 
+    if opts.members:
+        from training.ensemble import ensemble_run
+
+        return ensemble_run(opts, opts.out)
     keras.utils.set_random_seed(opts.seed)
     n = len(prep.label_set)
     ck = Checkpointer(opts.out)
@@ -277,5 +282,9 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
 
 
 def _jsonable(opts: FitOptions) -> dict[str, Any]:
-    d = asdict(opts)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k != "key"}
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return str(v) if isinstance(v, Path) else v
+
+    return {k: plain(v) for k, v in asdict(opts).items() if k != "key"}

@@ -75,7 +75,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     training_info = {"options": state.get("options", {}), "epochs": state["epoch"],
                      "best_epoch": state.get("best_epoch"), "wall_s": state.get("wall_s"),
                      "framing": framing, "data": prep.report.summary(),
-                     "align": prep.extra.get("align"),
+                     "align": prep.extra.get("align"), "members": state.get("members"),
                      "train_images": len(prep.y_train), "val_images": len(prep.y_val)}
     build_manifest(opts.out, name=opts.name, version=opts.version, labels=prep.label_set,
                    size=opts.size, crop_scale=framing["crop_scale"],
@@ -131,6 +131,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "width": opts.width, "size": opts.size, "val_fraction": opts.val_fraction,
            "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
            "best_epoch": state.get("best_epoch"), "align": prep.extra.get("align"),
+           "members": state.get("members"),
            "views": views_text({"flip_average": opts.flip_average,
                                 "zoom_views": list(zoom_views)})}
     write_report(opts.out, ctx)

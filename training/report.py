@@ -106,12 +106,30 @@ def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _members(ctx: dict[str, Any]) -> str:
+    return ", ".join(f"{Path(m['run']).name} ({m['arch']} width {m['width']}, best epoch"
+                     f" {m['best_epoch']} of {m['epochs']})" for m in ctx["members"])
+
+
+def _training_text(ctx: dict[str, Any]) -> str:
+    if ctx.get("members"):
+        return (f"an ensemble of {len(ctx['members'])} fit runs, their logits averaged in one"
+                f" graph, no training of its own: {_members(ctx)}.")
+    return (f"wall time {ctx['wall_s'] / 60:.1f} min on {ctx['cpus']} CPU cores;"
+            f" {ctx['epochs']} of {ctx['planned_epochs']} planned epochs trained, weights"
+            f" from the best validation epoch ({ctx['best_epoch']}).")
+
+
+def _arch_text(ctx: dict[str, Any]) -> str:
+    if ctx.get("members"):
+        return f"ensemble (logits averaged) of {_members(ctx)}"
+    return f"{ctx['arch']} (width {ctx['width']})"
+
+
 def write_report(run: Path, ctx: dict[str, Any]) -> Path:
     m = ctx["metrics"]
     lines = [f"# moodcam model report: {ctx['name']} {ctx['version']}", "",
-             f"Trained by `{ctx['command']}`; wall time {ctx['wall_s'] / 60:.1f} min on "
-             f"{ctx['cpus']} CPU cores; {ctx['epochs']} of {ctx['planned_epochs']} planned epochs"
-             f" trained, weights from the best validation epoch ({ctx['best_epoch']}).", "",
+             f"Trained by `{ctx['command']}`; " + _training_text(ctx), "",
              f"## Headline (int8 model, device runtime, {m.get('split', 'test')} split)", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(m)]
@@ -147,7 +165,7 @@ def write_model_card(run: Path, ctx: dict[str, Any]) -> Path:
 ## Model
 - Task: classify a detected face crop as one of: {labels} (below minimum confidence
   ({threshold_text(m)}) the device reports `unknown`).
-- Architecture: {ctx['arch']} (width {ctx['width']}), input {ctx['size']}x{ctx['size']}x1
+- Architecture: {_arch_text(ctx)}, input {ctx['size']}x{ctx['size']}x1
   grayscale, trained from scratch; full-integer int8 TFLite, {ctx['model_bytes']:,} bytes.
 - Output: logits; the device averages them over the views of each face
   ({ctx.get('views') or 'one view'}) and applies softmax with the

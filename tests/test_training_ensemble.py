@@ -1,0 +1,87 @@
+"""`fit --members`: finished runs averaged into one model that exports, reports and teaches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.synthetic import write_tree
+
+pytest.importorskip("tensorflow", reason="training tests need the [train] extra")
+
+from training.distill import load_teacher
+
+PER_CLASS = {"train": {"happy": 24, "sad": 24, "neutral": 24, "angry": 12},
+             "test": {"happy": 6, "sad": 6, "neutral": 6, "angry": 3}}
+
+
+def _fit(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", "fit", "--data", str(data), "--out", str(out),
+         "--size", "32", "--batch", "32", "--crop-scale", "1.0", "--no-augment",
+         "--version", "t", *extra], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_an_ensemble_averages_its_members_exports_reports_and_teaches(tmp_path: Path) -> None:
+    data = write_tree(tmp_path / "data", PER_CLASS, seed=5)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, width in ((a, "1"), (b, "1.5")):
+        p = _fit(data, run, "--epochs", "1", "--width", width)
+        assert p.returncode == 0, p.stderr[-3000:]
+    ens = tmp_path / "ens"
+    p = _fit(data, ens, "--members", f"{a},{b}", "--zoom-views", "1.0")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (ens / "model.tflite").stat().st_size > (a / "model.tflite").stat().st_size
+    manifest = json.loads((ens / "manifest.json").read_text())
+    assert [m["run"] for m in manifest["training"]["members"]] == [str(a), str(b)]
+    assert manifest["training"]["members"][1]["width"] == 1.5
+    assert "an ensemble of 2 fit runs" in (ens / "report.md").read_text()
+    assert "ensemble (logits averaged) of a (" in (ens / "MODEL_CARD.md").read_text()
+
+    # Its float model is exactly the mean of the members' best logits.
+    faces = np.random.default_rng(0).random((5, 32, 32, 1), dtype=np.float32)
+    whole = load_teacher(ens, 32, "hsno", "none").predict(faces, verbose=0)
+    parts = [load_teacher(r, 32, "hsno", "none").predict(faces, verbose=0) for r in (a, b)]
+    np.testing.assert_allclose(whole, (parts[0] + parts[1]) / 2, rtol=1e-5, atol=1e-5)
+
+    # It teaches a student like any finished run.
+    p = _fit(data, tmp_path / "student", "--epochs", "1", "--teacher", str(ens))
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_members_that_saw_other_faces_or_another_split_are_refused(tmp_path: Path) -> None:
+    data = write_tree(tmp_path / "data", PER_CLASS, seed=6)
+    a = tmp_path / "a"
+    p = _fit(data, a, "--epochs", "1")
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    def member_with(name: str, **changed: object) -> Path:
+        run = tmp_path / name
+        shutil.copytree(a, run)
+        state_path = run / "checkpoint" / "state.json"
+        state = json.loads(state_path.read_text())
+        state["options"].update(changed)
+        state_path.write_text(json.dumps(state))
+        return run
+
+    cases = [
+        ([a, member_with("seed", seed=99)], "hold out the same validation faces"),
+        ([a, member_with("size", size=48)], "see the same faces"),
+        ([a], "at least two"),
+        ([a, tmp_path / "data"], "not a fit run"),
+    ]
+    for i, (runs, message) in enumerate(cases):
+        out = tmp_path / f"ens{i}"
+        p = _fit(data, out, "--members", ",".join(map(str, runs)))
+        assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]
+        assert "Traceback" not in p.stderr
+    p = _fit(data, tmp_path / "both", "--members", f"{a},{a}", "--teacher", str(a))
+    assert p.returncode == 2 and "--members and --teacher" in p.stderr

@@ -4,6 +4,7 @@
 # re-exports). RUNS defaults to ../runs beside the project.
 #
 #   bash training/experiments.sh issue13   # default: the sad-recall runs (issue 13)
+#   bash training/experiments.sh issue13b  # session 8's: width 1 at (b)'s schedule, an ensemble
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -67,6 +68,22 @@ issue13() {
   fi
 }
 
+issue13b() {
+  # Session 8 (2026-12-01): width 1 on (b)'s schedule, and at the shipped model's training
+  # compute (50 width-1 epochs) two 24-epoch width-1 runs averaged in one graph.
+  # (b1) (b)'s recipe at width 1: 24 x ~80 s = ~32 min idle.
+  run hsno-64-w1-24 --labels hsno --size 64 --width 1 --zoom-views 1.0 --epochs 24 \
+    --mixup 0.2 --version 2026.12-hsno64-w1-24
+  # (e) The shipped recipe for 24 epochs with label smoothing 0.1 (shipped: 0.05), no mixup:
+  #     a second member that differs from (b1) in more than its schedule. ~32 min idle.
+  run hsno-64-ls24 --labels hsno --size 64 --epochs 24 --label-smoothing 0.1 \
+    --version 2026.12-hsno64-ls24
+  # (f) (b1) and (e) averaged (fit --members): no training, ~5 min. Two width-1 members
+  #     cost two invokes per view, so mirror-only views keep it near the 1.5 ms per face.
+  run hsno-64-ens --labels hsno --size 64 --zoom-views 1.0 \
+    --members "$RUNS/hsno-64-w1-24,$RUNS/hsno-64-ls24" --version 2026.12-hsno64-ens
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -84,6 +101,7 @@ labels() {
 
 case "${1:-issue13}" in
   issue13) issue13 2>&1 | tee -a "$RUNS/issue13.log" ;;
+  issue13b) issue13b 2>&1 | tee -a "$RUNS/issue13.log" ;;
   labels) labels ;;
-  *) echo "usage: $0 [issue13|labels]" >&2; exit 2 ;;
+  *) echo "usage: $0 [issue13|issue13b|labels]" >&2; exit 2 ;;
 esac

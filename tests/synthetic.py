@@ -6,6 +6,8 @@ can check that training actually learns, not just that it runs.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -54,3 +56,17 @@ def zip_tree(root: Path, out: Path) -> Path:
             if f.is_file():
                 zf.write(f, f.relative_to(root).as_posix())
     return out
+
+
+# A tree small enough for a fit of a few 32 px epochs in seconds, with an "other" class.
+TINY = {"train": {"happy": 24, "sad": 24, "neutral": 24, "angry": 12},
+        "test": {"happy": 6, "sad": 6, "neutral": 6, "angry": 3}}
+
+
+def fit_tiny(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`moodcam-train fit` at 32 px without augmentation or framing, as a subprocess (its
+    exit code and one-line errors are part of what the tests check)."""
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", "fit", "--data", str(data), "--out", str(out),
+         "--size", "32", "--batch", "32", "--crop-scale", "1.0", "--no-augment",
+         "--version", "t", *extra], capture_output=True, text=True, timeout=600)

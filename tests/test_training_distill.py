@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.synthetic import write_tree
+from tests.synthetic import TINY, fit_tiny, write_tree
 
 tf = pytest.importorskip("tensorflow", reason="training tests need the [train] extra")
 
@@ -59,40 +57,29 @@ def test_mixup_mixes_faces_labels_and_weights_convexly() -> None:
     assert ((ym > 0) & (ym < 1)).any()
 
 
-PER_CLASS = {"train": {"happy": 24, "sad": 24, "neutral": 24, "angry": 12},
-             "test": {"happy": 6, "sad": 6, "neutral": 6, "angry": 3}}
-
-
-def _fit(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "training.cli", "fit", "--data", str(data), "--out", str(out),
-         "--size", "32", "--batch", "32", "--crop-scale", "1.0", "--no-augment",
-         "--version", "t", *extra], capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
 def test_a_distilling_run_trains_exports_and_resumes(tmp_path: Path) -> None:
-    data = write_tree(tmp_path / "data", PER_CLASS, seed=4)
+    data = write_tree(tmp_path / "data", TINY, seed=4)
     teacher = tmp_path / "teacher"
-    p = _fit(data, teacher, "--epochs", "2", "--width", "1.5")
+    p = fit_tiny(data, teacher, "--epochs", "2", "--width", "1.5")
     assert p.returncode == 0, p.stderr[-3000:]
     student = tmp_path / "student"
-    p = _fit(data, student, "--epochs", "1", "--teacher", str(teacher), "--mixup", "0.2")
+    p = fit_tiny(data, student, "--epochs", "1", "--teacher", str(teacher), "--mixup", "0.2")
     assert p.returncode == 0, p.stderr[-3000:]
     assert (student / "model.tflite").stat().st_size > 0
     state = json.loads((student / "checkpoint" / "state.json").read_text())
     assert state["options"]["teacher"] == str(teacher) and state["epoch"] == 1
     # The checkpoint (with the registered distillation loss) resumes for a second epoch.
-    p = _fit(data, student, "--epochs", "2", "--teacher", str(teacher), "--resume")
+    p = fit_tiny(data, student, "--epochs", "2", "--teacher", str(teacher), "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming" in p.stderr
     state = json.loads((student / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
     assert len(state["history"]["val_acc"]) == 2  # the curves' key, as in plain runs
     # Resuming without the teacher the checkpoint's loss expects is refused, clearly.
-    p = _fit(data, student, "--epochs", "3", "--resume")
+    p = fit_tiny(data, student, "--epochs", "3", "--resume")
     assert p.returncode == 2 and "same --teacher" in p.stderr and "Traceback" not in p.stderr
     # A teacher that sees other faces (another input size) is refused, clearly.
-    p = _fit(data, tmp_path / "bad", "--epochs", "1", "--teacher", str(teacher),
+    p = fit_tiny(data, tmp_path / "bad", "--epochs", "1", "--teacher", str(teacher),
              "--size", "48")
     assert p.returncode == 2 and "same faces" in p.stderr and "Traceback" not in p.stderr

@@ -4,39 +4,27 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.synthetic import write_tree
+from tests.synthetic import TINY, fit_tiny, write_tree
 
 pytest.importorskip("tensorflow", reason="training tests need the [train] extra")
 
 from training.distill import load_teacher
 
-PER_CLASS = {"train": {"happy": 24, "sad": 24, "neutral": 24, "angry": 12},
-             "test": {"happy": 6, "sad": 6, "neutral": 6, "angry": 3}}
-
-
-def _fit(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "training.cli", "fit", "--data", str(data), "--out", str(out),
-         "--size", "32", "--batch", "32", "--crop-scale", "1.0", "--no-augment",
-         "--version", "t", *extra], capture_output=True, text=True, timeout=600)
-
 
 @pytest.mark.slow
 def test_an_ensemble_averages_its_members_exports_reports_and_teaches(tmp_path: Path) -> None:
-    data = write_tree(tmp_path / "data", PER_CLASS, seed=5)
+    data = write_tree(tmp_path / "data", TINY, seed=5)
     a, b = tmp_path / "a", tmp_path / "b"
     for run, width in ((a, "1"), (b, "1.5")):
-        p = _fit(data, run, "--epochs", "1", "--width", width)
+        p = fit_tiny(data, run, "--epochs", "1", "--width", width)
         assert p.returncode == 0, p.stderr[-3000:]
     ens = tmp_path / "ens"
-    p = _fit(data, ens, "--members", f"{a},{b}", "--zoom-views", "1.0")
+    p = fit_tiny(data, ens, "--members", f"{a},{b}", "--zoom-views", "1.0")
     assert p.returncode == 0, p.stderr[-3000:]
     assert (ens / "model.tflite").stat().st_size > (a / "model.tflite").stat().st_size
     manifest = json.loads((ens / "manifest.json").read_text())
@@ -52,15 +40,15 @@ def test_an_ensemble_averages_its_members_exports_reports_and_teaches(tmp_path: 
     np.testing.assert_allclose(whole, (parts[0] + parts[1]) / 2, rtol=1e-5, atol=1e-5)
 
     # It teaches a student like any finished run.
-    p = _fit(data, tmp_path / "student", "--epochs", "1", "--teacher", str(ens))
+    p = fit_tiny(data, tmp_path / "student", "--epochs", "1", "--teacher", str(ens))
     assert p.returncode == 0, p.stderr[-3000:]
 
 
 @pytest.mark.slow
 def test_members_that_saw_other_faces_or_another_split_are_refused(tmp_path: Path) -> None:
-    data = write_tree(tmp_path / "data", PER_CLASS, seed=6)
+    data = write_tree(tmp_path / "data", TINY, seed=6)
     a = tmp_path / "a"
-    p = _fit(data, a, "--epochs", "1")
+    p = fit_tiny(data, a, "--epochs", "1")
     assert p.returncode == 0, p.stderr[-3000:]
 
     def member_with(name: str, **changed: object) -> Path:
@@ -80,8 +68,8 @@ def test_members_that_saw_other_faces_or_another_split_are_refused(tmp_path: Pat
     ]
     for i, (runs, message) in enumerate(cases):
         out = tmp_path / f"ens{i}"
-        p = _fit(data, out, "--members", ",".join(map(str, runs)))
+        p = fit_tiny(data, out, "--members", ",".join(map(str, runs)))
         assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]
         assert "Traceback" not in p.stderr
-    p = _fit(data, tmp_path / "both", "--members", f"{a},{a}", "--teacher", str(a))
+    p = fit_tiny(data, tmp_path / "both", "--members", f"{a},{a}", "--teacher", str(a))
     assert p.returncode == 2 and "--members and --teacher" in p.stderr

@@ -71,11 +71,14 @@ issue13() {
 issue13b() {
   # Session 8 (2026-12-01): width 1 on (b)'s schedule, and at the shipped model's training
   # compute (50 width-1 epochs) two 24-epoch width-1 runs averaged in one graph.
-  # (b1) (b)'s recipe at width 1: 24 x ~80 s = ~32 min idle.
+  # (b1) (b)'s recipe at width 1: 24 x ~80 s = ~32 min idle on session 7's machine. Ran
+  #     2026-12-01: 128 min wall on a machine that trains ~3x slower (~225 s an idle epoch);
+  #     below width 2 on every figure (README, issue 13).
   run hsno-64-w1-24 --labels hsno --size 64 --width 1 --zoom-views 1.0 --epochs 24 \
     --mixup 0.2 --version 2026.12-hsno64-w1-24
   # (e) The shipped recipe for 24 epochs with label smoothing 0.1 (shipped: 0.05), no mixup:
-  #     a second member that differs from (b1) in more than its schedule. ~32 min idle.
+  #     a second member that differs from (b1) in more than its seed-free recipe. ~32 min
+  #     idle (not run yet: it did not fit in the session that ran (b1)).
   run hsno-64-ls24 --labels hsno --size 64 --epochs 24 --label-smoothing 0.1 \
     --version 2026.12-hsno64-ls24
   # (f) (b1) and (e) averaged (fit --members): no training, ~5 min. Two width-1 members

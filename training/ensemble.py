@@ -22,22 +22,23 @@ _SAME_FACES = ("size", "labels", "align")
 _SAME_SPLIT = ("seed", "val_fraction", "max_per_class")
 
 
-def member_options(run: Path) -> dict[str, Any]:
+def member_state(run: Path) -> dict[str, Any]:
     state_path = run / "checkpoint" / "state.json"
     if not state_path.exists():
         raise ValueError(f"--members {run}: not a fit run (no checkpoint/state.json)")
-    opts: dict[str, Any] = json.loads(state_path.read_text()).get("options", {})
-    opts.setdefault("align", "none")
-    return opts
+    state: dict[str, Any] = json.loads(state_path.read_text())
+    state.setdefault("options", {}).setdefault("align", "none")
+    return state
 
 
 def check_members(runs: list[Path], mine: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each member's options, after checking it sees the ensemble's faces and split."""
+    """Each member's run state, after checking it sees the ensemble's faces and split."""
     if len(runs) < 2:
         raise ValueError("--members needs at least two fit runs (RUN,RUN)")
     found = []
     for run in runs:
-        theirs = member_options(run)
+        state = member_state(run)
+        theirs = state["options"]
         for keys, what in ((_SAME_FACES, "see the same faces"),
                            (_SAME_SPLIT, "hold out the same validation faces")):
             a = {k: mine.get(k) for k in keys}
@@ -45,7 +46,7 @@ def check_members(runs: list[Path], mine: dict[str, Any]) -> list[dict[str, Any]
             if a != b:
                 raise ValueError(f"--members {run} was trained with {b}; this run uses {a}:"
                                  f" members must {what}")
-        found.append(theirs)
+        found.append(state)
     return found
 
 
@@ -62,24 +63,22 @@ def build_ensemble(runs: list[Path], size: int, labels: str, align: str) -> Any:
     return keras.Model(inp, keras.layers.Average(name="logits")(outs), name="ensemble")
 
 
-def ensemble_run(opts: Any, out: Path) -> tuple[Any, dict[str, Any]]:
+def ensemble_run(opts: Any) -> tuple[Any, dict[str, Any]]:
     """The ensemble model and the run state `fit` reports; the model is saved where
     `--teacher` and `--resume --export-now` look for a run's float model."""
     from training.fit import Checkpointer, _jsonable
 
     runs = [Path(r) for r in opts.members]
     mine = _jsonable(opts)
-    infos = check_members(runs, mine)
+    states = check_members(runs, mine)
     model = build_ensemble(runs, opts.size, opts.labels, opts.align)
-    members = []
-    for run, info in zip(runs, infos, strict=True):
-        st = json.loads((run / "checkpoint" / "state.json").read_text())
-        members.append({"run": str(run), "arch": info.get("arch"), "width": info.get("width"),
-                        "epochs": st.get("epoch"), "best_epoch": st.get("best_epoch"),
-                        "wall_s": st.get("wall_s")})
+    members = [{"run": str(run), "arch": st["options"].get("arch"),
+                "width": st["options"].get("width"), "epochs": st.get("epoch"),
+                "best_epoch": st.get("best_epoch"), "wall_s": st.get("wall_s")}
+               for run, st in zip(runs, states, strict=True)]
     state = {"epoch": 0, "history": {}, "best_val_loss": None, "best_epoch": None,
              "wall_s": 0.0, "options": mine, "members": members}
-    ck = Checkpointer(out)
+    ck = Checkpointer(opts.out)
     ck.best_path.unlink(missing_ok=True)  # a member's weights never stand for the whole
     ck.save(model, state, best=False)
     return model, state

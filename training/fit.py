@@ -224,7 +224,7 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     if opts.members:
         from training.ensemble import ensemble_run
 
-        return ensemble_run(opts, opts.out)
+        return ensemble_run(opts)
     keras.utils.set_random_seed(opts.seed)
     n = len(prep.label_set)
     ck = Checkpointer(opts.out)

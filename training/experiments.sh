@@ -102,8 +102,9 @@ issue13c() {
   # (h) a second width-2 member that differs in recipe: mixup 0.2, label smoothing 0.1.
   run hsno-64-w2-e50-mix --labels hsno --size 64 --width 2 --epochs 50 --mixup 0.2 \
     --label-smoothing 0.1 --version 2026.12-hsno64-w2-e50-mix
-  # (i) (g) and (h) averaged: ~506 KB int8, two width-2 invokes per view, so mirror-only
-  #     views keep it inside the 1.5 ms per face.
+  # (i) (g) and (h) averaged: 525,608 bytes int8 (smoke run), 0.588 ms an invoke against
+  #     width 2's 0.298 (`moodcam bench --model-dir`), so mirror-only views keep it inside
+  #     the 1.5 ms per face.
   run hsno-64-w2-ens --labels hsno --size 64 --zoom-views 1.0 \
     --members "$RUNS/hsno-64-w2-e50,$RUNS/hsno-64-w2-e50-mix" --version 2026.12-hsno64-w2-ens
 }

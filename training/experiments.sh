@@ -124,10 +124,9 @@ labels() {
   wait
 }
 
-case "${1:-issue13}" in
-  issue13) issue13 2>&1 | tee -a "$RUNS/issue13.log" ;;
-  issue13b) issue13b 2>&1 | tee -a "$RUNS/issue13.log" ;;
-  issue13c) issue13c 2>&1 | tee -a "$RUNS/issue13.log" ;;
+recipe=${1:-issue13}
+case "$recipe" in
+  issue13 | issue13b | issue13c) "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   labels) labels ;;
   *) echo "usage: $0 [issue13|issue13b|issue13c|labels]" >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@
 #   bash training/experiments.sh issue13   # default: the sad-recall runs (issue 13)
 #   bash training/experiments.sh issue13b  # session 8's: width 1 at (b)'s schedule, an ensemble
 #   bash training/experiments.sh issue13c  # session 9's: width 2 at the shipped schedule, x2
+#   bash training/experiments.sh issue13d  # session 11's: width 2 at FER's own 48 px, x2
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -23,8 +24,8 @@ mkdir -p "$RUNS"
 run() {
   local out=$1; shift
   echo "=== $(date -u +%FT%TZ) start $out $*"
-  # shellcheck disable=SC2086  # EXTRA is a list of options
-  .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" ${EXTRA:-}
+  # shellcheck disable=SC2086  # PIN (a CPU pinning prefix) and EXTRA are word lists
+  ${PIN:-} .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" ${EXTRA:-}
   echo "=== $(date -u +%FT%TZ) end $out exit $?"
 }
 
@@ -109,6 +110,25 @@ issue13c() {
     --members "$RUNS/hsno-64-w2-e50,$RUNS/hsno-64-w2-e50-mix" --version 2026.12-hsno64-w2-ens
 }
 
+issue13d() {
+  # Session 11 (2026-12-04), on a machine where width 2 at 64 px costs 275 ms a step
+  # (`moodcam-train budget --size 64 --widths 1,2 --train-steps 20`): (g)'s 50 epochs
+  # would take ~112 min. FER's faces are 48 px, so 64 px only upscales them: at 48 px a
+  # width-2 step costs 142 ms (`budget --size 48 --widths 2,3`), 0.52x, and an invoke
+  # 0.298 ms. Two runs pinned to one core each finish together sooner than one after the
+  # other (session 10: 1.4x the throughput of one run on both cores), so:
+  # (j) (g)'s recipe at 48 px; (k) (h)'s recipe (mixup 0.2, label smoothing 0.1) at
+  # 48 px; then (l), the two averaged.
+  (PIN="taskset -c 0" run hsno-48-w2-e50 --labels hsno --size 48 --width 2 --epochs 50 \
+    --version 2026.12-hsno48-w2-e50) > "$RUNS/lane-j.log" 2>&1 &
+  (PIN="taskset -c 1" run hsno-48-w2-e50-mix --labels hsno --size 48 --width 2 --epochs 50 \
+    --mixup 0.2 --label-smoothing 0.1 --version 2026.12-hsno48-w2-e50-mix) \
+    > "$RUNS/lane-k.log" 2>&1 &
+  wait
+  run hsno-48-w2-ens --labels hsno --size 48 --zoom-views 1.0 \
+    --members "$RUNS/hsno-48-w2-e50,$RUNS/hsno-48-w2-e50-mix" --version 2026.12-hsno48-w2-ens
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -126,7 +146,7 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c) "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
+  issue13 | issue13b | issue13c | issue13d) "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|labels]" >&2; exit 2 ;;
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|labels]" >&2; exit 2 ;;
 esac

@@ -118,7 +118,8 @@ issue13d() {
   # 0.298 ms. Two runs pinned to one core each finish together sooner than one after the
   # other (session 10: 1.4x the throughput of one run on both cores), so:
   # (j) (g)'s recipe at 48 px; (k) (h)'s recipe (mixup 0.2, label smoothing 0.1) at
-  # 48 px; then (l), the two averaged.
+  # 48 px; then (l), the two averaged. Ran 2026-12-04: 2 h 1 min wall for (j) and (k)
+  # side by side, 2 min for (l); none beat (g) on validation (README, issue 13), so 64 px stays.
   (PIN="taskset -c 0" run hsno-48-w2-e50 --labels hsno --size 48 --width 2 --epochs 50 \
     --version 2026.12-hsno48-w2-e50) > "$RUNS/lane-j.log" 2>&1 &
   (PIN="taskset -c 1" run hsno-48-w2-e50-mix --labels hsno --size 48 --width 2 --epochs 50 \

@@ -73,3 +73,18 @@ def test_members_that_saw_other_faces_or_another_split_are_refused(tmp_path: Pat
         assert "Traceback" not in p.stderr
     p = fit_tiny(data, tmp_path / "both", "--members", f"{a},{a}", "--teacher", str(a))
     assert p.returncode == 2 and "--members and --teacher" in p.stderr
+
+
+@pytest.mark.slow
+def test_init_seed_reseeds_training_but_holds_out_the_same_faces(tmp_path: Path) -> None:
+    """Two seeds of one recipe compare on the same validation faces and can be averaged."""
+    data = write_tree(tmp_path / "data", TINY, seed=7)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, seed in ((a, "1"), (b, "2")):
+        p = fit_tiny(data, run, "--epochs", "1", "--init-seed", seed)
+        assert p.returncode == 0, p.stderr[-3000:]
+    faces = np.random.default_rng(0).random((5, 32, 32, 1), dtype=np.float32)
+    out = [load_teacher(r, 32, "hsno", "none").predict(faces, verbose=0) for r in (a, b)]
+    assert not np.allclose(out[0], out[1], atol=1e-4)  # other weights...
+    p = fit_tiny(data, tmp_path / "ens", "--members", f"{a},{b}", "--zoom-views", "1.0")
+    assert p.returncode == 0, p.stderr[-3000:]  # ...the same split, so they average

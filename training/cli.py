@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=int, default=50)
     f.add_argument("--batch", type=int, default=64)
     f.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    f.add_argument("--seed", type=int, default=1234)
+    f.add_argument("--seed", type=int, default=1234,
+                   help="seeds the validation split (and training, without --init-seed)")
+    f.add_argument("--init-seed", type=int,
+                   help="seeds weights, shuffling and augmentation only: the same validation"
+                        " faces as --seed, so such runs compare and average (--members)")
     f.add_argument("--val-fraction", type=float, default=0.1)
     f.add_argument("--max-per-class", type=int, help="cap images per class (quick runs)")
     f.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -179,7 +183,8 @@ def _fit(a: argparse.Namespace) -> int:
 
     opts = FitOptions(
         data=a.data, out=a.out, labels=a.labels, arch=a.arch, size=a.size, width=a.width,
-        epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, val_fraction=a.val_fraction,
+        epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, init_seed=a.init_seed,
+        val_fraction=a.val_fraction,
         max_per_class=a.max_per_class, resume=a.resume, min_confidence=a.min_confidence,
         crop_scale=a.crop_scale, crop_shift_y=a.crop_shift_y, key=a.key, name=a.name,
         version=a.version, augment=not a.no_augment,

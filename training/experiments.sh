@@ -7,6 +7,7 @@
 #   bash training/experiments.sh issue13b  # session 8's: width 1 at (b)'s schedule, an ensemble
 #   bash training/experiments.sh issue13c  # session 9's: width 2 at the shipped schedule, x2
 #   bash training/experiments.sh issue13d  # session 11's: width 2 at FER's own 48 px, x2
+#   bash training/experiments.sh issue13e  # session 12's: a second seed of (g), then both averaged
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -130,6 +131,23 @@ issue13d() {
     --members "$RUNS/hsno-48-w2-e50,$RUNS/hsno-48-w2-e50-mix" --version 2026.12-hsno48-w2-ens
 }
 
+issue13e() {
+  # Session 12 (2026-12-04), on a machine where a width-2 step at 64 px costs 305 ms
+  # (`moodcam-train budget --size 64 --widths 1,2 --train-steps 20`): ~2 h for 50 epochs
+  # on both cores. (g) won on one seed, so:
+  # (m) (g)'s recipe with another --init-seed: the same validation faces as (g) (the split
+  #     follows --seed), so the two compare directly and tell how much of (g)'s lead over
+  #     the shipped model is its seed; and they can be averaged with --members.
+  run hsno-64-w2-e50-s2 --labels hsno --size 64 --width 2 --epochs 50 --init-seed 2 \
+    --version 2026.12-hsno64-w2-e50-s2
+  # (n) (g) and (m) averaged, mirror-only views (an invoke ~2x width 2's): only when (g)'s
+  #     run directory is at hand (it is lost with the session that trained it).
+  if [ -f "$RUNS/hsno-64-w2-e50/checkpoint/state.json" ]; then
+    run hsno-64-w2-ens2 --labels hsno --size 64 --zoom-views 1.0 \
+      --members "$RUNS/hsno-64-w2-e50,$RUNS/hsno-64-w2-e50-s2" --version 2026.12-hsno64-w2-ens2
+  fi
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -147,7 +165,7 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d) "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
+  issue13 | issue13b | issue13c | issue13d | issue13e) "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|labels]" >&2; exit 2 ;;
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|labels]" >&2; exit 2 ;;
 esac

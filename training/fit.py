@@ -41,7 +41,10 @@ class FitOptions:
     epochs: int = 50
     batch: int = 64
     lr: float = 3e-3
-    seed: int = 1234
+    seed: int = 1234  # the validation split, and training's randomness unless init_seed
+    # Seeds weights, shuffling and augmentation only, so runs that differ here hold out the
+    # same validation faces (comparable, and averageable with --members); None: seed.
+    init_seed: int | None = None
     val_fraction: float = 0.1
     max_per_class: int | None = None
     resume: bool = False
@@ -225,7 +228,8 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
         from training.ensemble import ensemble_run
 
         return ensemble_run(opts)
-    keras.utils.set_random_seed(opts.seed)
+    train_seed = opts.seed if opts.init_seed is None else opts.init_seed
+    keras.utils.set_random_seed(train_seed)
     n = len(prep.label_set)
     ck = Checkpointer(opts.out)
     state = ck.load_state() if opts.resume else None
@@ -251,7 +255,7 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     teacher = (load_teacher(opts.teacher, opts.size, opts.labels, opts.align)
                if opts.teacher else None)
     ds_train = _dataset(tf, prep.x_train, prep.y_train, n, opts.batch, weights, aug,
-                        opts.seed, True, opts.mixup, teacher)
+                        train_seed, True, opts.mixup, teacher)
     ds_val = _dataset(tf, prep.x_val, prep.y_val, n, 256, None, None, opts.seed, False,
                       teacher=teacher)
 

@@ -138,6 +138,8 @@ issue13e() {
   # (m) (g)'s recipe with another --init-seed: the same validation faces as (g) (the split
   #     follows --seed), so the two compare directly and tell how much of (g)'s lead over
   #     the shipped model is its seed; and they can be averaged with --members.
+  #     Ran 2026-12-04: 2 h 10 min wall (128 min training, ~150 s an idle epoch); within
+  #     seed spread of (g) on validation, still far from the targets (README, issue 13).
   run hsno-64-w2-e50-s2 --labels hsno --size 64 --width 2 --epochs 50 --init-seed 2 \
     --version 2026.12-hsno64-w2-e50-s2
   # (n) (g) and (m) averaged, mirror-only views (an invoke ~2x width 2's): only when (g)'s

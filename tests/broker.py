@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -37,10 +38,31 @@ def mosquitto_binary() -> str:
     return found
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    An ephemeral port would let a client that keeps reconnecting to a stopped broker
+    pick that very port as its own source and connect to itself (TCP simultaneous
+    open); the restarted broker then fails with "Address already in use". CI hit it.
+    """
+    rng = random.SystemRandom()
+    high = min(_ephemeral_low(), 65536)
+    for _ in range(200):
+        port = rng.randrange(20000, high) if high > 20001 else rng.randrange(1024, high)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 @dataclass

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 from device.notify import Notifier, watchdog_interval
 from device.payloads import validate_mood, validate_status
 from device.spool import Spool
-from tests.broker import Broker, Subscriber
+from tests.broker import Broker, Subscriber, free_port
 from tests.daemonproc import (
     DEV,
     ROOT,
@@ -143,9 +142,7 @@ def test_kill_9_leaves_the_last_will_offline(mosquitto: Broker, model_dir: Path,
 
 
 def test_broker_absent_at_start_spools_windows(model_dir: Path, tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     p = start(write_config(tmp_path / "c.toml", model_dir, port), "--duration", "5",
               "--json")
     rc, out, err = finish(p, timeout=60)

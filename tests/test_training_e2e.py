@@ -171,6 +171,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
         proc.wait()
     before = json.loads(state_path.read_text())
     assert 2 <= before["epoch"] < 40
+    assert before["wall_s"] > 0  # the time of a stopped run is kept, epoch by epoch
     done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming {out} from epoch {before['epoch']}" in done.stderr

@@ -8,6 +8,9 @@
 #   bash training/experiments.sh issue13c  # session 9's: width 2 at the shipped schedule, x2
 #   bash training/experiments.sh issue13d  # session 11's: width 2 at FER's own 48 px, x2
 #   bash training/experiments.sh issue13e  # session 12's: a second seed of (g), then both averaged
+#   bash training/experiments.sh issue13f  # session 13's: (g) and (m) again, carried across sessions
+#   bash training/experiments.sh carry-out RUN...  # copy stopped runs' checkpoints into training/carry
+#   bash training/experiments.sh carry-in          # and back into RUNS (issue13f does it first)
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -150,6 +153,60 @@ issue13e() {
   fi
 }
 
+# Run directories do not outlive a session here; only commits do. So a run longer than a
+# session is stopped, its checkpoint (weights, optimizer state, run state: ~3 MB at width
+# 2) copied into training/carry/RUN with carry-out and committed, and the next session's
+# carry_in puts it back, after which --resume goes on from the epoch it reached. Stop the
+# run first: its three files are written one after another at each epoch's end.
+CARRY=${CARRY:-training/carry}
+carry_out() {
+  local r src
+  for r in "$@"; do
+    src=$RUNS/$r/checkpoint
+    if [ ! -f "$src/state.json" ] || [ ! -f "$src/last.keras" ]; then
+      echo "carry-out: $src holds no checkpoint" >&2; return 1
+    fi
+    mkdir -p "$CARRY/$r"
+    cp "$src/state.json" "$src/last.keras" "$CARRY/$r/"
+    if [ -f "$src/best.weights.h5" ]; then cp "$src/best.weights.h5" "$CARRY/$r/"; fi
+    echo "carry-out: $r at epoch $(epoch_of "$CARRY/$r/state.json") -> $CARRY/$r"
+  done
+}
+epoch_of() {
+  if [ -f "$1" ]; then python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["epoch"])' "$1"
+  else echo -1; fi
+}
+carry_in() {
+  local d r dst
+  for d in "$CARRY"/*/; do
+    [ -f "$d/state.json" ] || continue
+    r=$(basename "$d"); dst=$RUNS/$r/checkpoint
+    # A run directory that got further (this session's own) is never rolled back.
+    if [ "$(epoch_of "$dst/state.json")" -ge "$(epoch_of "$d/state.json")" ]; then continue; fi
+    mkdir -p "$dst"
+    rm -f "$dst/best.weights.h5"
+    cp "$d"/* "$dst/"
+    echo "carry-in: $r at epoch $(epoch_of "$dst/state.json")"
+  done
+}
+
+issue13f() {
+  # Session 13 (2026-12-04), on a machine where a width-2 step at 64 px costs 685 ms
+  # (`moodcam-train budget --size 64 --widths 2 --train-steps 20`): (g)'s 50 epochs take
+  # ~4 h, longer than a session, and (g)'s and (m)'s run directories were lost with their
+  # sessions. So both are trained again, pinned to a core each, stopped before the
+  # session ends and carried to the next one (carry-out, above):
+  carry_in
+  (PIN="taskset -c 0" run hsno-64-w2-e50 --labels hsno --size 64 --width 2 --epochs 50 \
+    --version 2026.12-hsno64-w2-e50) > "$RUNS/lane-g.log" 2>&1 &
+  (PIN="taskset -c 1" run hsno-64-w2-e50-s2 --labels hsno --size 64 --width 2 --epochs 50 \
+    --init-seed 2 --version 2026.12-hsno64-w2-e50-s2) > "$RUNS/lane-m.log" 2>&1 &
+  wait
+  # (n) the two averaged, mirror-only views (an invoke ~2x width 2's, README).
+  run hsno-64-w2-ens2 --labels hsno --size 64 --zoom-views 1.0 \
+    --members "$RUNS/hsno-64-w2-e50,$RUNS/hsno-64-w2-e50-s2" --version 2026.12-hsno64-w2-ens2
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -167,7 +224,11 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e) "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f)
+    "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
+  carry-out) shift; carry_out "$@" ;;
+  carry-in) carry_in ;;
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|labels]" >&2; exit 2 ;;
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|labels|carry-out RUN...|carry-in]" >&2
+     exit 2 ;;
 esac

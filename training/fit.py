@@ -260,8 +260,13 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
                       teacher=teacher)
 
     class _Save(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            self.t0 = time.time()
+
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             assert state is not None
+            # Per epoch, so a run stopped at a session's end keeps the time it took.
+            state["wall_s"] = state.get("wall_s", 0.0) + time.time() - self.t0
             for k, v in (logs or {}).items():
                 state["history"].setdefault(k, []).append(float(v))
             state["epoch"] = epoch + 1
@@ -273,13 +278,9 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
             ck.save(self.model, state, best)
 
     if state["epoch"] < opts.epochs and not (opts.export_now and opts.resume):
-        t0 = time.time()
         model.fit(ds_train, validation_data=ds_val, epochs=opts.epochs,
                   initial_epoch=state["epoch"], callbacks=[_Save()],
                   verbose=1 if sys.stderr.isatty() else 2)
-        state.setdefault("wall_s", 0.0)
-        state["wall_s"] += time.time() - t0
-        ck.state_path.write_text(json.dumps(state, indent=1))
     if ck.best_path.exists():
         model.load_weights(ck.best_path)
     return model, state

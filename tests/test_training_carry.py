@@ -1,0 +1,57 @@
+"""A run stopped in one session goes on in the next from its committed checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import TINY, fit_tiny, write_tree
+
+pytest.importorskip("tensorflow", reason="training tests need the [train] extra")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe(*args: str, runs: Path, carry: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RUNS": str(runs), "CARRY": str(carry)}
+    return subprocess.run(["bash", str(ROOT / "training" / "experiments.sh"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def epoch(run: Path) -> int:
+    return int(json.loads((run / "checkpoint" / "state.json").read_text())["epoch"])
+
+
+@pytest.mark.slow
+def test_carry_out_then_in_resumes_at_the_carried_epoch(tmp_path: Path) -> None:
+    data = write_tree(tmp_path / "data", TINY, seed=8)
+    first, carry = tmp_path / "session1", tmp_path / "carry"
+    p = fit_tiny(data, first / "r", "--epochs", "2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    # Stop at epoch 2 of a longer run, as a session's end does.
+    p = recipe("carry-out", "r", runs=first, carry=carry)
+    assert p.returncode == 0 and "r at epoch 2" in p.stdout, p.stderr
+    assert sorted(f.name for f in (carry / "r").iterdir()) == [
+        "best.weights.h5", "last.keras", "state.json"]
+
+    second = tmp_path / "session2"  # the next session: its run directories are gone
+    p = recipe("carry-in", runs=second, carry=carry)
+    assert p.returncode == 0 and "carry-in: r at epoch 2" in p.stdout, p.stderr
+    p = fit_tiny(data, second / "r", "--epochs", "3", "--resume")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resuming {second / 'r'} from epoch 2" in p.stderr
+    state = json.loads((second / "r" / "checkpoint" / "state.json").read_text())
+    before = json.loads((carry / "r" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["history"]["loss"][:2] == before["history"]["loss"]
+
+    # A run directory that got further is never rolled back to the carried epoch.
+    p = recipe("carry-in", runs=second, carry=carry)
+    assert p.returncode == 0 and "carry-in" not in p.stdout
+    assert epoch(second / "r") == 3
+
+    p = recipe("carry-out", "missing", runs=second, carry=carry)
+    assert p.returncode == 1 and "holds no checkpoint" in p.stderr

@@ -205,6 +205,12 @@ issue13f() {
   # (n) the two averaged, mirror-only views (an invoke ~2x width 2's, README).
   run hsno-64-w2-ens2 --labels hsno --size 64 --zoom-views 1.0 \
     --members "$RUNS/hsno-64-w2-e50,$RUNS/hsno-64-w2-e50-s2" --version 2026.12-hsno64-w2-ens2
+  # (o) (n) teaches one width-2 student, which keeps the views picked on validation (up to
+  #     four) inside the 1.5 ms a face that (n) fills with two: 50 epochs, each step with
+  #     (n)'s forward pass too (~x1.8 a plain step, issue13's (c)); carried like (g) and (m).
+  run hsno-64-w2-kd --labels hsno --size 64 --width 2 --epochs 50 \
+    --teacher "$RUNS/hsno-64-w2-ens2" --distill-alpha 0.5 --distill-temperature 4 \
+    --version 2026.12-hsno64-w2-kd
 }
 
 labels() {

@@ -30,7 +30,8 @@ run() {
   echo "=== $(date -u +%FT%TZ) start $out $*"
   # shellcheck disable=SC2086  # PIN (a CPU pinning prefix) and EXTRA are word lists
   ${PIN:-} .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" ${EXTRA:-}
-  echo "=== $(date -u +%FT%TZ) end $out exit $?"
+  local rc=$?  # before the echo's $(date) resets $?
+  echo "=== $(date -u +%FT%TZ) end $out exit $rc"
 }
 
 issue13() {

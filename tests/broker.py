@@ -52,10 +52,10 @@ def free_port() -> int:
     pick that very port as its own source and connect to itself (TCP simultaneous
     open); the restarted broker then fails with "Address already in use". CI hit it.
     """
-    rng = random.SystemRandom()
-    high = min(_ephemeral_low(), 65536)
+    high = _ephemeral_low()
+    low = 20000 if high > 21000 else 1024
     for _ in range(200):
-        port = rng.randrange(20000, high) if high > 20001 else rng.randrange(1024, high)
+        port = random.randrange(low, high)
         with socket.socket() as s:
             try:
                 s.bind((HOST, port))

@@ -155,7 +155,7 @@ issue13e() {
 }
 
 # Run directories do not outlive a session here; only commits do. So a run longer than a
-# session is stopped, its checkpoint (weights, optimizer state, run state: ~3 MB at width
+# session is stopped, its checkpoint (weights, optimizer state, run state: 4.8 MB at width
 # 2) copied into training/carry/RUN with carry-out and committed, and the next session's
 # carry_in puts it back, after which --resume goes on from the epoch it reached. Stop the
 # run first: its three files are written one after another at each epoch's end.

@@ -26,32 +26,43 @@ def epoch(run: Path) -> int:
     return int(json.loads((run / "checkpoint" / "state.json").read_text())["epoch"])
 
 
+PAST = "2000-01-01 00:00"  # --stop-by long gone: no room for any epoch after the first
+
+
 @pytest.mark.slow
-def test_carry_out_then_in_resumes_at_the_carried_epoch(tmp_path: Path) -> None:
+def test_stopped_by_deadline_then_carried_resumes_at_the_carried_epoch(tmp_path: Path) -> None:
     data = write_tree(tmp_path / "data", TINY, seed=8)
     first, carry = tmp_path / "session1", tmp_path / "carry"
-    p = fit_tiny(data, first / "r", "--epochs", "2")
-    assert p.returncode == 0, p.stderr[-3000:]
-    # Stop at epoch 2 of a longer run, as a session's end does.
+    # A session's end: a fresh run trains its first epoch (it has no epoch time to go by),
+    # then stops with its checkpoint saved, exits 3 and exports nothing.
+    p = fit_tiny(data, first / "r", "--epochs", "3", "--stop-by", PAST)
+    assert p.returncode == 3, p.stderr[-3000:]
+    assert "stopped at epoch 1 of 3" in p.stderr and "--resume" in p.stderr
+    assert epoch(first / "r") == 1 and not (first / "r" / "model.tflite").exists()
     p = recipe("carry-out", "r", runs=first, carry=carry)
-    assert p.returncode == 0 and "r at epoch 2" in p.stdout, p.stderr
+    assert p.returncode == 0 and "r at epoch 1" in p.stdout, p.stderr
     assert sorted(f.name for f in (carry / "r").iterdir()) == [
         "best.weights.h5", "last.keras", "state.json"]
 
     second = tmp_path / "session2"  # the next session: its run directories are gone
     p = recipe("carry-in", runs=second, carry=carry)
-    assert p.returncode == 0 and "carry-in: r at epoch 2" in p.stdout, p.stderr
-    p = fit_tiny(data, second / "r", "--epochs", "3", "--resume")
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert f"resuming {second / 'r'} from epoch 2" in p.stderr
-    state = json.loads((second / "r" / "checkpoint" / "state.json").read_text())
+    assert p.returncode == 0 and "carry-in: r at epoch 1" in p.stdout, p.stderr
+    # Resumed past its deadline, judged by the epochs it has taken: no epoch is started.
     before = json.loads((carry / "r" / "state.json").read_text())
-    assert state["epoch"] == 3 and state["history"]["loss"][:2] == before["history"]["loss"]
+    p = fit_tiny(data, second / "r", "--epochs", "3", "--resume", "--stop-by", PAST)
+    assert p.returncode == 3 and "stopped at epoch 1 of 3" in p.stderr, p.stderr[-3000:]
+    assert json.loads((second / "r" / "checkpoint" / "state.json").read_text()) == before
+    p = fit_tiny(data, second / "r", "--epochs", "2", "--resume")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resuming {second / 'r'} from epoch 1" in p.stderr
+    state = json.loads((second / "r" / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["history"]["loss"][:1] == before["history"]["loss"]
+    assert (second / "r" / "model.tflite").exists()
 
     # A run directory that got further is never rolled back to the carried epoch.
     p = recipe("carry-in", runs=second, carry=carry)
     assert p.returncode == 0 and "carry-in" not in p.stdout
-    assert epoch(second / "r") == 3
+    assert epoch(second / "r") == 2
 
     p = recipe("carry-out", "missing", runs=second, carry=carry)
     assert p.returncode == 1 and "holds no checkpoint" in p.stderr

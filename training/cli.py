@@ -14,12 +14,20 @@ from device.bundle import BundleError, load_signing_key, public_key_hex, write_b
 from device.manifest import ManifestError
 from device.runtime import RUNTIMES, ModelLoadError, RuntimeUnavailable
 from training.data import LABEL_SETS, DataError
+from training.deadline import DeadlineReached, parse_stop_by
 
 log = logging.getLogger("moodcam-train")
 
 
 def _floats(v: str) -> tuple[float, ...]:
     return tuple(float(x) for x in v.split(","))
+
+
+def _stop_by(v: str) -> float:
+    try:
+        return parse_stop_by(v)
+    except ValueError as e:  # argparse would print only "invalid value" for a ValueError
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--members", type=lambda v: tuple(Path(p) for p in v.split(",") if p),
                    default=(), help="RUN,RUN...: no training; average these finished fit runs"
                                     " (same size, labels, alignment, seed) into one model")
+    f.add_argument("--stop-by", type=_stop_by, metavar="'YYYY-MM-DD HH:MM'",
+                   help="stop after the last epoch that ends before this time (local time"
+                        " unless it names a zone) and exit 3; go on later with --resume")
     f.add_argument("--export-now", action="store_true",
                    help="with --resume: export the best checkpoint so far, train no further")
 
@@ -193,7 +204,7 @@ def _fit(a: argparse.Namespace) -> int:
         landmark_cache=a.landmark_cache,
         label_smoothing=a.label_smoothing, mixup=a.mixup, teacher=a.teacher,
         distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
-        members=a.members)
+        members=a.members, stop_by=a.stop_by)
     if opts.members and opts.teacher:
         raise DataError("--members and --teacher: an ensemble is not trained, so it has no"
                         " teacher; distil from the ensemble's run instead")
@@ -305,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if a.cmd == "fit":
-            return _fit(a)
+            try:
+                return _fit(a)
+            except DeadlineReached as e:
+                log.info("%s", e)
+                return 3
         if a.cmd == "evaluate":
             return _evaluate(a)
         if a.cmd == "export":

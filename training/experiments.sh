@@ -15,6 +15,8 @@
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
 #   RUNS=/tmp/smoke EXTRA="--max-per-class 60 --epochs 1" bash training/experiments.sh
+# STOP_BY ('2026-12-05 04:20', local time) is every fit's --stop-by: each run stops after
+# the last epoch that ends before then (fit exits 3), and issue13f carries out what it stopped.
 #
 # issue13 runs one after another, in priority order: TensorFlow already uses both cores,
 # so two lanes side by side finish no sooner in total and each result comes later. Every
@@ -27,9 +29,12 @@ RUNS=${RUNS:-../runs}
 mkdir -p "$RUNS"
 run() {
   local out=$1; shift
+  local stop=()
+  if [ -n "${STOP_BY:-}" ]; then stop=(--stop-by "$STOP_BY"); fi
   echo "=== $(date -u +%FT%TZ) start $out $*"
   # shellcheck disable=SC2086  # PIN (a CPU pinning prefix) and EXTRA are word lists
-  ${PIN:-} .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" ${EXTRA:-}
+  ${PIN:-} .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" \
+    "${stop[@]}" ${EXTRA:-}
   local rc=$?  # before the echo's $(date) resets $?
   echo "=== $(date -u +%FT%TZ) end $out exit $rc"
 }
@@ -177,6 +182,10 @@ epoch_of() {
   if [ -f "$1" ]; then python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["epoch"])' "$1"
   else echo -1; fi
 }
+finished() {  # finished RUN: its checkpoint reached the epochs it was started for
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))
+sys.exit(s["epoch"] < int(s["options"]["epochs"]))' "$RUNS/$1/checkpoint/state.json" 2>/dev/null
+}
 carry_in() {
   local d r dst
   for d in "$CARRY"/*/; do
@@ -203,6 +212,11 @@ issue13f() {
   (PIN="taskset -c 1" run hsno-64-w2-e50-s2 --labels hsno --size 64 --width 2 --epochs 50 \
     --init-seed 2 --version 2026.12-hsno64-w2-e50-s2) > "$RUNS/lane-m.log" 2>&1 &
   wait
+  if ! finished hsno-64-w2-e50 || ! finished hsno-64-w2-e50-s2; then
+    # Stopped (STOP_BY) or failed: (n) averages finished members only. Commit training/carry.
+    carry_out hsno-64-w2-e50 hsno-64-w2-e50-s2
+    return 0
+  fi
   # (n) the two averaged, mirror-only views (an invoke ~2x width 2's, README).
   run hsno-64-w2-ens2 --labels hsno --size 64 --zoom-views 1.0 \
     --members "$RUNS/hsno-64-w2-e50,$RUNS/hsno-64-w2-e50-s2" --version 2026.12-hsno64-w2-ens2
@@ -212,6 +226,7 @@ issue13f() {
   run hsno-64-w2-kd --labels hsno --size 64 --width 2 --epochs 50 \
     --teacher "$RUNS/hsno-64-w2-ens2" --distill-alpha 0.5 --distill-temperature 4 \
     --version 2026.12-hsno64-w2-kd
+  if ! finished hsno-64-w2-kd; then carry_out hsno-64-w2-kd; fi
 }
 
 labels() {

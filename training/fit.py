@@ -22,6 +22,7 @@ from training.data import (
     load_splits,
     to_array,
 )
+from training.deadline import DeadlineReached, room_for_epoch
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class FitOptions:
     distill_alpha: float = 0.5  # weight of the label loss; the rest is the teacher's
     distill_temperature: float = 4.0
     members: tuple[Path, ...] = ()  # finished runs averaged into one model, no training
+    stop_by: float | None = None  # Unix time: stop after the last epoch that ends before it
 
 
 @dataclass
@@ -250,6 +252,10 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
                             opts.label_smoothing) if opts.teacher else None)
         _compile(keras, model, opts.lr, steps, opts.label_smoothing, loss)
         state = {"epoch": 0, "history": {}, "best_val_loss": None, "options": _jsonable(opts)}
+    if (opts.stop_by is not None and not opts.export_now and 0 < state["epoch"] < opts.epochs
+            and not room_for_epoch(time.time(), opts.stop_by,
+                                   state.get("wall_s", 0.0) / state["epoch"])):
+        raise DeadlineReached(state["epoch"], opts.epochs)
     weights = class_weights(prep.y_train, n)
     aug = AugmentConfig() if opts.augment else None
     teacher = (load_teacher(opts.teacher, opts.size, opts.labels, opts.align)
@@ -260,13 +266,16 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
                       teacher=teacher)
 
     class _Save(keras.callbacks.Callback):
+        stopped = False
+
         def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            self.t0 = time.time()
+            self.t0 = time.monotonic()  # NTP may step the wall clock mid-epoch
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             assert state is not None
+            took = time.monotonic() - self.t0
             # Per epoch, so a run stopped at a session's end keeps the time it took.
-            state["wall_s"] = state.get("wall_s", 0.0) + time.time() - self.t0
+            state["wall_s"] = state.get("wall_s", 0.0) + took
             for k, v in (logs or {}).items():
                 state["history"].setdefault(k, []).append(float(v))
             state["epoch"] = epoch + 1
@@ -276,11 +285,18 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
                 state["best_val_loss"] = vl
                 state["best_epoch"] = epoch + 1
             ck.save(self.model, state, best)
+            # Only after the save, so the stopped run resumes from this epoch.
+            if (opts.stop_by is not None and epoch + 1 < opts.epochs
+                    and not room_for_epoch(time.time(), opts.stop_by, took)):
+                self.model.stop_training = self.stopped = True
 
     if state["epoch"] < opts.epochs and not (opts.export_now and opts.resume):
+        saver = _Save()
         model.fit(ds_train, validation_data=ds_val, epochs=opts.epochs,
-                  initial_epoch=state["epoch"], callbacks=[_Save()],
+                  initial_epoch=state["epoch"], callbacks=[saver],
                   verbose=1 if sys.stderr.isatty() else 2)
+        if saver.stopped:
+            raise DeadlineReached(state["epoch"], opts.epochs)
     if ck.best_path.exists():
         model.load_weights(ck.best_path)
     return model, state

@@ -51,6 +51,7 @@ def test_stopped_by_deadline_then_carried_resumes_at_the_carried_epoch(tmp_path:
     before = json.loads((carry / "r" / "state.json").read_text())
     p = fit_tiny(data, second / "r", "--epochs", "3", "--resume", "--stop-by", PAST)
     assert p.returncode == 3 and "stopped at epoch 1 of 3" in p.stderr, p.stderr[-3000:]
+    assert "training.pipeline: data:" not in p.stderr  # refused before loading the data
     assert json.loads((second / "r" / "checkpoint" / "state.json").read_text()) == before
     p = fit_tiny(data, second / "r", "--epochs", "2", "--resume")
     assert p.returncode == 0, p.stderr[-3000:]

@@ -218,6 +218,18 @@ def _compile(keras: Any, model: Any, lr: float, steps: int, label_smoothing: flo
         metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
 
 
+def refuse_past_deadline(opts: FitOptions) -> None:
+    """Raise DeadlineReached before any data is loaded when a resumed run has no room left
+    for an epoch before --stop-by, judged by its mean epoch so far."""
+    if opts.stop_by is None or opts.export_now or not opts.resume:
+        return
+    state = Checkpointer(opts.out).load_state()
+    if (state is not None and 0 < state["epoch"] < opts.epochs
+            and not room_for_epoch(time.time(), opts.stop_by,
+                                   state.get("wall_s", 0.0) / state["epoch"])):
+        raise DeadlineReached(state["epoch"], opts.epochs)
+
+
 def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     """Train (or resume) and return the model with the best validation weights."""
     import keras
@@ -252,10 +264,6 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
                             opts.label_smoothing) if opts.teacher else None)
         _compile(keras, model, opts.lr, steps, opts.label_smoothing, loss)
         state = {"epoch": 0, "history": {}, "best_val_loss": None, "options": _jsonable(opts)}
-    if (opts.stop_by is not None and not opts.export_now and 0 < state["epoch"] < opts.epochs
-            and not room_for_epoch(time.time(), opts.stop_by,
-                                   state.get("wall_s", 0.0) / state["epoch"])):
-        raise DeadlineReached(state["epoch"], opts.epochs)
     weights = class_weights(prep.y_train, n)
     aug = AugmentConfig() if opts.augment else None
     teacher = (load_teacher(opts.teacher, opts.size, opts.labels, opts.align)

@@ -19,7 +19,7 @@ from device.preprocess import softmax
 from training.data import FER_EMOTIONS, to_array
 from training.evaluate import classify_faces, views_text, write_metrics
 from training.export import build_manifest, convert_int8, float_logits, write_golden
-from training.fit import ZOOM_CANDIDATES, FitOptions, Prepared, prepare, train
+from training.fit import ZOOM_CANDIDATES, FitOptions, Prepared, prepare, refuse_past_deadline, train
 from training.framing import measure_framing
 from training.landmarks import to_aligned_array
 from training.metrics import count_thresholds, ece, evaluate_probs, fit_temperature
@@ -49,6 +49,7 @@ def find_yunet(explicit: Path | None) -> Path | None:
 
 def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
     opts.out.mkdir(parents=True, exist_ok=True)
+    refuse_past_deadline(opts)  # before minutes of data loading
     prep = prepare(opts, detector)
     log.info("data: %s", json.dumps(prep.report.summary()))
     log.info("train %d, validation %d, test %d images; labels %s", len(prep.y_train),

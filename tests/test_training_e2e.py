@@ -116,6 +116,44 @@ def test_evaluate_reproduces_the_fit_numbers(tiny_run: Path) -> None:
     assert metrics["confusion"]["columns"][-1] == "UNCERTAIN"
 
 
+def test_thresholds_against_a_reference_are_no_worse_on_validation(tiny_run: Path,
+                                                                  tmp_path: Path) -> None:
+    """Re-exported with --thresholds-against the run itself, the figures `evaluate` measures
+    on validation (device path, int8) are at least the reference's, figure by figure."""
+    import shutil
+
+    data, again = tiny_run.parent / "data", tmp_path / "again"
+    shutil.copytree(tiny_run, again)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.cli", "fit", "--data", str(data), "--out", str(again),
+         "--labels", "hsno", "--size", "32", "--epochs", "16", "--batch", "32",
+         "--crop-scale", "1.0", "--no-augment", "--version", "test-2", "--resume",
+         "--export-now", "--thresholds-against", str(tiny_run)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = load_manifest(again / "manifest.json").training["thresholds_against"]
+    assert rec["reference"] == "moodcam-fer test-1" and rec["result"]["qualifies"]
+    assert "no count figure is worse than moodcam-fer test-1" in (again / "report.md").read_text()
+
+    def validation(run: Path) -> dict:
+        return json.loads(subprocess.run(
+            [sys.executable, "-m", "training.cli", "evaluate", "--model", str(run), "--data",
+             str(data), "--split", "validation", "--json"],
+            capture_output=True, text=True, check=True).stdout)
+
+    # `rule --against` runs the same search read-only: the new thresholds qualify.
+    rule = json.loads(subprocess.run(
+        [sys.executable, "-m", "training.cli", "rule", "--model", str(again), "--data",
+         str(data), "--against", str(tiny_run)], capture_output=True, text=True,
+        check=True).stdout)
+    assert rule["faces"] == rec["faces"] and rule["result"]["qualifies"]
+    ref, new = validation(tiny_run), validation(again)
+    for lab in ("happy", "sad"):
+        for fig in ("recall", "precision"):
+            assert new["counts"][lab][fig] >= ref["counts"][lab][fig], (lab, fig)
+    assert new["neutral_leak"]["rate"] <= ref["neutral_leak"]["rate"]
+
+
 def test_resume_continues_instead_of_restarting(tiny_run: Path) -> None:
     state = json.loads((tiny_run / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 16 and len(state["history"]["loss"]) == 16

@@ -19,7 +19,7 @@ import numpy as np
 from device.align import face_input
 from device.classify import Classifier
 from device.config import DetectorConfig
-from device.detect import make_detector
+from device.detect import FaceDetector, make_detector
 from device.manifest import load_manifest
 from device.preprocess import to_gray
 from training.data import load_splits
@@ -47,6 +47,47 @@ def camera_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(decoded if decoded is not None else frame, cv2.COLOR_GRAY2BGR)
 
 
+def camera_probs(clf: Classifier, detector: FaceDetector, images: list[np.ndarray],
+                 emotions: list[str], idx: np.ndarray, seed: int = 0,
+                 crop_scales: list[float] | None = None
+                 ) -> tuple[dict[float, np.ndarray], list[str]]:
+    """Each face of `idx` in a seeded camera frame, found by the detector and cropped the
+    daemon's way: probabilities per crop scale (default: the manifest's) and the emotions
+    of the faces found. The frames depend only on the seed, so two models see the same."""
+    rng = np.random.default_rng(seed)
+    pre0 = clf.manifest.preprocessing
+    scales = crop_scales or [pre0.crop_scale]
+    probs: dict[float, list[np.ndarray]] = {s: [] for s in scales}
+    found: list[str] = []
+    for i in idx:
+        frame = camera_frame(images[i], rng)
+        dets = detector.detect(frame)
+        if len(dets) == 0:
+            continue
+        best = int(np.argmax(dets.scores))
+        box = dets.boxes[best]
+        lm = None if dets.landmarks is None else dets.landmarks[best]
+        found.append(emotions[i])
+        gray = to_gray(frame)
+        for s in scales:
+            # The daemon's own crop (device/align.py): aligned when the manifest says so.
+            pre = pre0.model_copy(update={"crop_scale": s})
+            probs[s].append(clf.probabilities(face_input(gray, box, lm, pre)))
+    n = len(clf.labels)
+    return {s: np.stack(p) if p else np.zeros((0, n), np.float32)
+            for s, p in probs.items()}, found
+
+
+def device_detector(yunet: Path | None, input_width: int | None = None,
+                    recheck_score: float | None = None) -> FaceDetector:
+    """The daemon's default detector (DetectorConfig), optionally at another width."""
+    dcfg = DetectorConfig()
+    width = dcfg.input_width if input_width is None else input_width
+    recheck = dcfg.recheck_score if recheck_score is None else recheck_score
+    return make_detector(yunet, "auto", dcfg.score_threshold, dcfg.nms_threshold,
+                         dcfg.min_face_px, dcfg.max_faces, width, recheck, dcfg.backend)
+
+
 def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
                          crop_scales: list[float] | None = None, limit: int | None = None,
                          seed: int = 0, input_width: int | None = None,
@@ -61,8 +102,7 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
     dcfg = DetectorConfig()
     width = dcfg.input_width if input_width is None else input_width
     recheck = dcfg.recheck_score if recheck_score is None else recheck_score
-    detector = make_detector(yunet, "auto", dcfg.score_threshold, dcfg.nms_threshold,
-                             dcfg.min_face_px, dcfg.max_faces, width, recheck, dcfg.backend)
+    detector = device_detector(yunet, width, recheck)
     test = fit_validation(data, split, manifest)
     if test is None:
         splits, _ = load_splits(data, drop_twins=False)
@@ -70,26 +110,8 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
     idx = np.arange(len(test))
     if limit and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
-    rng = np.random.default_rng(seed)
     scales = crop_scales or [manifest.preprocessing.crop_scale]
-    probs: dict[float, list[np.ndarray]] = {s: [] for s in scales}
-    emotions: list[str] = []
-    missed = 0
-    for i in idx:
-        frame = camera_frame(test.images[i], rng)
-        dets = detector.detect(frame)
-        if len(dets) == 0:
-            missed += 1
-            continue
-        best = int(np.argmax(dets.scores))
-        box = dets.boxes[best]
-        lm = None if dets.landmarks is None else dets.landmarks[best]
-        emotions.append(test.emotions[i])
-        gray = to_gray(frame)
-        for s in scales:
-            # The daemon's own crop (device/align.py): aligned when the manifest says so.
-            pre = manifest.preprocessing.model_copy(update={"crop_scale": s})
-            probs[s].append(clf.probabilities(face_input(gray, box, lm, pre)))
+    probs, emotions = camera_probs(clf, detector, test.images, test.emotions, idx, seed, scales)
     out: dict[str, Any] = {"images": len(idx), "detected": len(emotions), "split": split,
                            "detection_rate": len(emotions) / max(1, len(idx)),
                            "detector": detector.describe(), "input_width": width,
@@ -97,7 +119,7 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
                            "detect_width": round(FRAME_W * detector.shrink_factor(FRAME_W)),
                            "by_crop_scale": {}}
     for s in scales:
-        m = evaluate_probs(np.stack(probs[s]), emotions, manifest.labels, clf.thresholds)
+        m = evaluate_probs(probs[s], emotions, manifest.labels, clf.thresholds)
         out["by_crop_scale"][f"{s:g}"] = {
             k: m[k] for k in ("happy_vs_sad", "neutral_leak", "accuracy_argmax", "coverage",
                               "accuracy_covered") if k in m}

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="threshold for labels without a per-label one")
     f.add_argument("--flat-threshold", action="store_true",
                    help="no per-label thresholds: every label uses --min-confidence")
+    f.add_argument("--thresholds-against", type=Path, metavar="MODEL_DIR",
+                   help="choose the happy and sad thresholds, on validation, so that no"
+                        " count figure is worse than this model's (e.g. models/)")
     f.add_argument("--no-flip-average", action="store_true",
                    help="classify each face once, not averaged with its mirror image")
     f.add_argument("--zoom-views", type=_floats,
@@ -155,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, required=True)
     r.add_argument("--split", default="validation",
                    help="'validation' (the model's own held-out faces): choose only there")
+    r.add_argument("--against", type=Path, metavar="MODEL_DIR",
+                   help="instead: the happy/sad thresholds at which no count figure is worse"
+                        " than this model's, on validation crops and the camera path")
+    r.add_argument("--detector", type=Path, help="YuNet .onnx for the camera path")
 
     b = sub.add_parser("budget", help="int8 size and invoke time of untrained architectures")
     b.add_argument("--arch", choices=("minixception", "mobilenetv2"), default="minixception")
@@ -204,7 +211,8 @@ def _fit(a: argparse.Namespace) -> int:
         landmark_cache=a.landmark_cache,
         label_smoothing=a.label_smoothing, mixup=a.mixup, teacher=a.teacher,
         distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
-        members=a.members, stop_by=a.stop_by)
+        members=a.members, stop_by=a.stop_by,
+        thresholds_against=a.thresholds_against)
     if opts.members and opts.teacher:
         raise DataError("--members and --teacher: an ensemble is not trained, so it has no"
                         " teacher; distil from the ensemble's run instead")
@@ -287,6 +295,15 @@ def _rule(a: argparse.Namespace) -> int:
 
     clf = Classifier.from_dir(model_dir_of(a.model))
     faces = split_for(a.data, a.split, clf.manifest.training.get("options") or {})
+    if a.against is not None:
+        from training.operating import search_against
+        from training.pipeline import find_yunet
+
+        ref = Classifier.from_dir(model_dir_of(a.against))
+        names, found = search_against(clf, ref, faces.images, faces.emotions,
+                                       find_yunet(a.detector))
+        print(json.dumps({"faces": names, "split": a.split, "result": found}, indent=1))
+        return 0
     probs = classify_faces(clf, faces.images)
     result = tune_rule(probs, faces.emotions, clf.labels, np.asarray(clf.thresholds))
     result["split"] = a.split

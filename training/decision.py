@@ -38,6 +38,7 @@ class RuleScore:
     neutral_leak: float  # neutral faces counted happy or sad
     happy_recall: float
     happy_precision: float
+    happy_count_error: float
 
     def row(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in self.__dict__.items()}
@@ -55,7 +56,8 @@ def score_rule(decided: np.ndarray, emotions: list[str] | np.ndarray,
         sad_count_error=float((said_sad.sum() - is_sad.sum()) / max(1, is_sad.sum())),
         neutral_leak=float((said_sad | said_happy)[is_neutral].mean()),
         happy_recall=float(said_happy[is_happy].mean()),
-        happy_precision=float(is_happy[said_happy].mean()) if said_happy.any() else 0.0)
+        happy_precision=float(is_happy[said_happy].mean()) if said_happy.any() else 0.0,
+        happy_count_error=float((said_happy.sum() - is_happy.sum()) / max(1, is_happy.sum())))
 
 
 def tune_rule(probs: np.ndarray, emotions: list[str], labels: list[str],

@@ -19,7 +19,7 @@ from training.distill import load_teacher
 
 # What a member must share with the ensemble, and why it is refused otherwise.
 _SAME_FACES = ("size", "labels", "align")
-_SAME_SPLIT = ("seed", "val_fraction", "max_per_class")
+SAME_SPLIT = ("seed", "val_fraction", "max_per_class")
 
 
 def member_state(run: Path) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def check_members(runs: list[Path], mine: dict[str, Any]) -> list[dict[str, Any]
         state = member_state(run)
         theirs = state["options"]
         for keys, what in ((_SAME_FACES, "see the same faces"),
-                           (_SAME_SPLIT, "hold out the same validation faces")):
+                           (SAME_SPLIT, "hold out the same validation faces")):
             a = {k: mine.get(k) for k in keys}
             b = {k: theirs.get(k) for k in keys}
             if a != b:

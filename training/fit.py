@@ -70,6 +70,8 @@ class FitOptions:
     distill_temperature: float = 4.0
     members: tuple[Path, ...] = ()  # finished runs averaged into one model, no training
     stop_by: float | None = None  # Unix time: stop after the last epoch that ends before it
+    # A model dir: happy/sad thresholds leaving no count figure worse than its (operating.py)
+    thresholds_against: Path | None = None
 
 
 @dataclass

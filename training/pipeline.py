@@ -85,6 +85,8 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
                    flip_average=opts.flip_average,
                    zoom_views=zoom_views, metrics={}, training=training_info,
                    align=prep.extra.get("align"))
+    if opts.thresholds_against is not None:
+        _thresholds_against(opts, prep, labels, detector)
     clf = Classifier.from_dir(opts.out)
     test_lms = prep.extra.get("test_landmarks")
     pre = clf.manifest.preprocessing
@@ -133,6 +135,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
            "best_epoch": state.get("best_epoch"), "align": prep.extra.get("align"),
            "members": state.get("members"),
+           "thresholds_against": manifest.training.get("thresholds_against"),
            "views": views_text({"flip_average": opts.flip_average,
                                 "zoom_views": list(zoom_views)})}
     write_report(opts.out, ctx)
@@ -154,6 +157,23 @@ def choose_views(model: Any, prep: Prepared, opts: FitOptions
     shown = {",".join(f"{z:g}" for z in zv): a for zv, a in acc.items()}
     log.info("views (zoom factors) by validation accuracy: %s -> %s", shown, best)
     return best, logits[best], shown
+
+
+def _thresholds_against(opts: FitOptions, prep: Any, labels: list[str],
+                        detector: Path | None) -> None:
+    from training.operating import apply_to_run
+
+    assert opts.thresholds_against is not None
+    emotions = [labels[i] for i in prep.y_val]
+    found = apply_to_run(opts.out, opts.thresholds_against, prep.val_images, emotions,
+                         find_yunet(detector))
+    if not found["qualifies"]:
+        log.warning("--thresholds-against %s: no happy/sad thresholds leave every count"
+                    " figure at least as good on validation (nearest: %s); count-matched"
+                    " ones kept", opts.thresholds_against, found.get("worst"))
+    else:
+        log.info("thresholds no worse than %s on validation: happy %.2f, sad %.2f (%s)",
+                 opts.thresholds_against, found["happy"], found["sad"], found["scores"])
 
 
 def _framing(opts: FitOptions, prep: Any, detector: Path | None) -> dict[str, Any]:

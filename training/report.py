@@ -126,6 +126,31 @@ def _arch_text(ctx: dict[str, Any]) -> str:
     return f"{ctx['arch']} (width {ctx['width']})"
 
 
+def threshold_lines(rec: dict[str, Any] | None) -> list[str]:
+    """How `fit --thresholds-against` set the happy and sad thresholds, with the figures
+    both models reach on the same validation faces."""
+    if not rec:
+        return ["## Decision thresholds", "", "Per-label thresholds matched to the true"
+                " counts on validation.", ""]
+    res = rec["result"]
+    rows = [f"| {name}: {k.replace('_', ' ')} | {ref[k]:.2%} | {got[k]:.2%} |"
+            for name, ref, got in zip(rec["faces"], res["references"], res["scores"], strict=True)
+            for k in got if k in ("sad_recall", "sad_precision", "neutral_leak",
+                                  "happy_recall", "happy_precision")]
+    if res["qualifies"]:
+        how = (f"Happy {res['happy']:.2f} and sad {res['sad']:.2f}: chosen on validation so"
+               f" that no count figure is worse than {rec['reference']}'s on the same faces,"
+               " counts nearest the truth among such points (`fit --thresholds-against`).")
+    else:
+        w = res["worst"]
+        how = (f"Count-matched: no happy and sad thresholds leave every count figure at least"
+               f" as good as {rec['reference']}'s on validation. Nearest (happy"
+               f" {res['happy']:.2f}, sad {res['sad']:.2f}, below): {rec['faces'][w['set']]},"
+               f" {w['figure'].replace('_', ' ')} short by {w['short_by']:.2%}.")
+    return ["## Decision thresholds", "", how, "",
+            f"| validation | {rec['reference']} | this model |", "|---|---|---|", *rows, ""]
+
+
 def write_report(run: Path, ctx: dict[str, Any]) -> Path:
     m = ctx["metrics"]
     lines = [f"# moodcam model report: {ctx['name']} {ctx['version']}", "",
@@ -136,6 +161,7 @@ def write_report(run: Path, ctx: dict[str, Any]) -> Path:
     lines += ["", "## Confusion matrix (rows: true; UNCERTAIN = below minimum confidence)", "",
               confusion_table(m), "", "![confusion](confusion.png)", "",
               "## Training curves", "", "![curves](training_curves.png)", "",
+              *threshold_lines(ctx.get("thresholds_against")),
               "## Calibration (validation)", "",
               f"Temperature {ctx['temperature']:.3f}: ECE {ctx['ece_before']:.3f} before, "
               f"{ctx['ece_after']:.3f} after temperature scaling.", "",

@@ -1,0 +1,69 @@
+"""fit --thresholds-against: happy/sad thresholds that leave no count figure worse than a
+reference model's on the same validation faces (training/operating.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.decision import decide_index, score_rule
+from training.operating import HIGHER, LOWER, no_worse_thresholds, same_split
+from training.report import threshold_lines
+
+LABELS = ["happy", "sad", "neutral", "other"]
+EMOTIONS = ["happy", "sad", "neutral", "angry"]
+
+
+def _model(rng: np.random.Generator, sharp: float, n: int = 120
+           ) -> tuple[np.ndarray, list[str]]:
+    """Softmax outputs whose true label leads by `sharp` logits on average."""
+    emotions = [EMOTIONS[i % 4] for i in range(n)]
+    logits = rng.normal(0, 1, (n, 4))
+    logits[np.arange(n), np.arange(n) % 4] += sharp
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True), emotions
+
+
+def test_a_sharper_model_gets_thresholds_no_worse_on_any_figure() -> None:
+    """The reference sits at a cautious point (0.7: precise, little leak), so the sharper
+    model's thresholds must be searched, not taken from anywhere on the grid."""
+    rng = np.random.default_rng(0)
+    weak, emotions = _model(rng, 1.5, 400)
+    strong, _ = _model(rng, 2.5, 400)
+    th = np.full(4, 0.5)
+    ref = score_rule(decide_index(weak, np.full(4, 0.7)), emotions, LABELS)
+    # Not every point qualifies: at the grid's lowest thresholds it leaks more.
+    low = score_rule(decide_index(strong, np.full(4, 0.3)), emotions, LABELS)
+    assert low.neutral_leak > ref.neutral_leak
+    found = no_worse_thresholds([(strong, emotions, ref)], LABELS, th)
+    assert found["qualifies"]
+    th2 = th.copy()
+    th2[0], th2[1] = found["happy"], found["sad"]
+    got = score_rule(decide_index(strong, th2), emotions, LABELS)
+    assert got.row() == found["scores"][0]
+    assert all(getattr(got, f) >= getattr(ref, f) for f in HIGHER)
+    assert all(getattr(got, f) <= getattr(ref, f) for f in LOWER)
+
+
+def test_none_when_the_reference_is_better_everywhere() -> None:
+    rng = np.random.default_rng(1)
+    strong, emotions = _model(rng, 4.0)
+    weak, _ = _model(rng, 0.3)
+    th = np.full(4, 0.4)
+    ref = score_rule(decide_index(strong, th), emotions, LABELS)
+    found = no_worse_thresholds([(weak, emotions, ref)], LABELS, th)
+    assert not found["qualifies"] and found["worst"]["short_by"] > 0
+    # The run's report says so and names the nearest miss, so the engineer knows why.
+    text = "\n".join(threshold_lines({"reference": "ref 1", "faces": ["validation crops"],
+                                       "result": found}))
+    assert "Count-matched: no happy and sad thresholds" in text
+    assert f"short by {found['worst']['short_by']:.2%}" in text
+
+
+def test_a_reference_that_held_out_other_faces_is_refused() -> None:
+    mine = {"seed": 1234, "val_fraction": 0.1, "max_per_class": None, "labels": "hsno"}
+    same_split(dict(mine), mine)
+    with pytest.raises(ValueError, match="held out other validation faces"):
+        same_split({**mine, "seed": 7}, mine)
+    with pytest.raises(ValueError, match="labels"):
+        same_split({**mine, "labels": "hs"}, mine)

@@ -1,0 +1,134 @@
+"""Thresholds for a new model that leave no count figure worse than a reference model's.
+
+Count-matched thresholds (training/metrics.py) put each model at its own operating point,
+so two models are compared at different trade-offs: a wider model that ranks sad against
+neutral better may still leak more neutral faces at its count-matched point. Here the
+happy and sad thresholds are searched, on the new model's validation faces, for the point
+where sad recall and precision, happy recall and precision are at least the reference's and
+the neutral leak at most the reference's, on the same faces; among such points the one
+whose happy and sad counts are nearest the truth is kept. None when no point qualifies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.classify import Classifier
+from training.decision import RuleScore, decide_index, score_rule
+from training.ensemble import SAME_SPLIT
+
+HIGHER = ("sad_recall", "sad_precision", "happy_recall", "happy_precision")
+LOWER = ("neutral_leak",)
+GRID = np.round(np.arange(0.30, 0.901, 0.01), 2)  # covers count_thresholds (0.35-0.9)
+
+
+FaceSet = tuple[np.ndarray, "list[str] | np.ndarray", RuleScore]  # probs, emotions, ref
+
+
+def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.ndarray,
+                        grid: np.ndarray = GRID) -> dict[str, Any]:
+    """The happy and sad thresholds of the best pair that qualifies on every set (the
+    model's probabilities on some faces, with the reference's figures on the same faces):
+    `qualifies` True. Otherwise the nearest miss (the pair whose worst shortfall is
+    smallest), `qualifies` False, with that shortfall in `worst`."""
+    hi, si = labels.index("happy"), labels.index("sad")
+    best: tuple[tuple[float, float], dict[str, Any]] | None = None
+    miss: tuple[float, dict[str, Any]] | None = None
+    for t_h, t_s in itertools.product(grid, grid):
+        th = np.asarray(thresholds, np.float64).copy()
+        th[hi], th[si] = t_h, t_s
+        scores = [score_rule(decide_index(p, th), e, labels) for p, e, _ in sets]
+        # Per face set and figure: how far it is better than the reference (< 0: worse).
+        gains = [(getattr(s, f) - getattr(r, f) if f in HIGHER else getattr(r, f) - getattr(s, f),
+                  k, f) for k, (s, (_, _, r)) in enumerate(zip(scores, sets, strict=True))
+                 for f in (*HIGHER, *LOWER)]
+        point = {"happy": float(t_h), "sad": float(t_s), "scores": [s.row() for s in scores]}
+        worst = min(gains)
+        if worst[0] < 0:
+            if miss is None or worst[0] > miss[0]:
+                miss = (worst[0], {**point, "worst": {"set": worst[1], "figure": worst[2],
+                                                      "short_by": round(-worst[0], 4)}})
+            continue
+        # Nearest-true counts first (an analyst reads counts), then the widest margins.
+        key = (max(max(abs(s.sad_count_error), abs(s.happy_count_error)) for s in scores),
+               -sum(g for g, _, _ in gains))
+        if best is None or key < best[0]:
+            best = (key, point)
+    chosen = {**best[1], "qualifies": True} if best else {**(miss or (0, {}))[1],
+                                                           "qualifies": False}
+    return {**chosen, "references": [ref.row() for _, _, ref in sets]}
+
+
+def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],
+              emotions: list[str], yunet: Path | None) -> tuple[list[str], list[FaceSet]]:
+    """The faces both models are held to, through the device's int8 path: the validation
+    crops, and (with YuNet) the same faces found in camera frames and cropped by each
+    model's own framing; the frames depend only on a seed, so both see the same."""
+    from training.camera_eval import camera_probs, device_detector
+    from training.evaluate import classify_faces
+
+    for c in (clf, ref):
+        if c.manifest.preprocessing.align != "none":
+            raise ValueError(f"--thresholds-against: {c.manifest.version} aligns faces;"
+                             " only unaligned models are compared")
+
+    def scored(p: np.ndarray, e: list[str]) -> RuleScore:
+        return score_rule(decide_index(p, np.asarray(ref.thresholds)), e, ref.labels)
+
+    names = [f"validation crops ({len(images)})"]
+    sets: list[FaceSet] = [(classify_faces(clf, images), emotions,
+                            scored(classify_faces(ref, images), emotions))]
+    if yunet is not None:
+        idx = np.arange(len(images))
+        mine, found = camera_probs(clf, device_detector(yunet), images, emotions, idx)
+        theirs, found_ref = camera_probs(ref, device_detector(yunet), images, emotions, idx)
+        assert found == found_ref  # detection does not depend on the model
+        if {"happy", "sad", "neutral"} <= set(found):  # else its figures are undefined
+            names.append(f"the same faces through the camera path ({len(found)} found)")
+            sets.append((next(iter(mine.values())), found,
+                         scored(next(iter(theirs.values())), found)))
+    return names, sets
+
+
+def same_split(ref_options: dict[str, Any], mine: dict[str, Any]) -> None:
+    """Refuse a reference whose fit held out other faces: its figures would not compare."""
+    keys = (*SAME_SPLIT, "labels")
+    a, b = {k: mine.get(k) for k in keys}, {k: ref_options.get(k) for k in keys}
+    if a != b:
+        raise ValueError(f"--thresholds-against: the reference was fit with {b}, this run"
+                         f" with {a}; it held out other validation faces")
+
+
+def search_against(clf: Classifier, ref: Classifier, images: list[np.ndarray],
+                   emotions: list[str], yunet: Path | None
+                   ) -> tuple[list[str], dict[str, Any]]:
+    """The face sets' names and no_worse_thresholds over them, after checking that both
+    models held out these faces."""
+    same_split(ref.manifest.training.get("options") or {},
+               clf.manifest.training.get("options") or {})
+    names, sets = face_sets(clf, ref, images, emotions, yunet)
+    return names, no_worse_thresholds(sets, clf.labels, np.asarray(clf.thresholds))
+
+
+def apply_to_run(run: Path, ref: Path, images: list[np.ndarray], emotions: list[str],
+                 yunet: Path | None) -> dict[str, Any]:
+    """Rewrite `run`'s manifest with thresholds no worse than `ref`'s on its validation
+    faces (face_sets), when such exist; the search's result is kept in the manifest's
+    training record either way."""
+    from device.manifest import write_manifest
+
+    ref_clf, clf = Classifier.from_dir(ref), Classifier.from_dir(run)
+    names, found = search_against(clf, ref_clf, images, emotions, yunet)
+    record = {"reference": f"{ref_clf.manifest.name} {ref_clf.manifest.version}",
+              "faces": names, "result": found}
+    m = clf.manifest
+    upd: dict[str, Any] = {"training": {**m.training, "thresholds_against": record}}
+    if found["qualifies"]:
+        upd["label_thresholds"] = {**m.label_thresholds, "happy": found["happy"],
+                                   "sad": found["sad"]}
+    write_manifest(m.model_copy(update=upd), run / "manifest.json")
+    return found

@@ -39,6 +39,8 @@ def test_stopped_by_deadline_then_carried_resumes_at_the_carried_epoch(tmp_path:
     assert p.returncode == 3, p.stderr[-3000:]
     assert "stopped at epoch 1 of 3" in p.stderr and "--resume" in p.stderr
     assert epoch(first / "r") == 1 and not (first / "r" / "model.tflite").exists()
+    # issue13f carries out exactly the runs that `finished` says stopped short.
+    assert recipe("finished", "r", runs=first, carry=carry).returncode == 1
     p = recipe("carry-out", "r", runs=first, carry=carry)
     assert p.returncode == 0 and "r at epoch 1" in p.stdout, p.stderr
     assert sorted(f.name for f in (carry / "r").iterdir()) == [
@@ -59,6 +61,8 @@ def test_stopped_by_deadline_then_carried_resumes_at_the_carried_epoch(tmp_path:
     state = json.loads((second / "r" / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 2 and state["history"]["loss"][:1] == before["history"]["loss"]
     assert (second / "r" / "model.tflite").exists()
+    assert recipe("finished", "r", runs=second, carry=carry).returncode == 0  # its new --epochs
+    assert recipe("finished", "missing", runs=second, carry=carry).returncode == 1
 
     # A run directory that got further is never rolled back to the carried epoch.
     p = recipe("carry-in", runs=second, carry=carry)

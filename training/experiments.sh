@@ -178,13 +178,16 @@ carry_out() {
     echo "carry-out: $r at epoch $(epoch_of "$CARRY/$r/state.json") -> $CARRY/$r"
   done
 }
-epoch_of() {
-  if [ -f "$1" ]; then python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["epoch"])' "$1"
-  else echo -1; fi
+progress() {  # progress STATE.json: "EPOCH PLANNED" from a run state, "-1 0" without one
+  python3 -c 'import json,sys
+try: s=json.load(open(sys.argv[1]))
+except OSError: s={"epoch":-1}
+print(s["epoch"], s.get("options",{}).get("epochs",0))' "$1"
 }
+epoch_of() { local e n; read -r e n < <(progress "$1"); echo "$e"; }
 finished() {  # finished RUN: its checkpoint reached the epochs it was started for
-  python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))
-sys.exit(s["epoch"] < int(s["options"]["epochs"]))' "$RUNS/$1/checkpoint/state.json" 2>/dev/null
+  local e n; read -r e n < <(progress "$RUNS/$1/checkpoint/state.json")
+  [ "$n" -gt 0 ] && [ "$e" -ge "$n" ]
 }
 carry_in() {
   local d r dst
@@ -223,9 +226,11 @@ issue13f() {
   # (o) (n) teaches one width-2 student, which keeps the views picked on validation (up to
   #     four) inside the 1.5 ms a face that (n) fills with two: 50 epochs, each step with
   #     (n)'s forward pass too (~x1.8 a plain step, issue13's (c)); carried like (g) and (m).
+  #     Its happy and sad thresholds are then set no worse than the shipped model's on
+  #     validation where possible (--thresholds-against; README, issue 13).
   run hsno-64-w2-kd --labels hsno --size 64 --width 2 --epochs 50 \
     --teacher "$RUNS/hsno-64-w2-ens2" --distill-alpha 0.5 --distill-temperature 4 \
-    --version 2026.12-hsno64-w2-kd
+    --version 2026.12-hsno64-w2-kd --thresholds-against models
   if ! finished hsno-64-w2-kd; then carry_out hsno-64-w2-kd; fi
 }
 
@@ -250,7 +255,8 @@ case "$recipe" in
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
+  finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|labels|carry-out RUN...|carry-in]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

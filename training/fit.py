@@ -258,6 +258,8 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
                              " the same --teacher")
         model = keras.models.load_model(ck.model_path)
         log.info("resuming %s from epoch %d", opts.out, state["epoch"])
+        # The run is now planned for this --epochs (experiments.sh's `finished` reads it).
+        state.setdefault("options", {})["epochs"] = opts.epochs
     else:
         if opts.resume:
             log.warning("--resume: no checkpoint in %s, starting from scratch", opts.out)

@@ -5,8 +5,9 @@ so two models are compared at different trade-offs: a wider model that ranks sad
 neutral better may still leak more neutral faces at its count-matched point. Here the
 happy and sad thresholds are searched, on the new model's validation faces, for the point
 where sad recall and precision, happy recall and precision are at least the reference's and
-the neutral leak at most the reference's, on the same faces; among such points the one
-whose happy and sad counts are nearest the truth is kept. None when no point qualifies.
+the neutral leak at most the reference's, on the same faces (the validation crops and,
+with YuNet, the camera path); among such points the one whose happy and sad counts are
+nearest the truth is kept. When none qualifies, the nearest miss is reported instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from training.ensemble import SAME_SPLIT
 HIGHER = ("sad_recall", "sad_precision", "happy_recall", "happy_precision")
 LOWER = ("neutral_leak",)
 GRID = np.round(np.arange(0.30, 0.901, 0.01), 2)  # covers count_thresholds (0.35-0.9)
-
 
 FaceSet = tuple[np.ndarray, "list[str] | np.ndarray", RuleScore]  # probs, emotions, ref
 

@@ -11,6 +11,7 @@
 #   bash training/experiments.sh issue13f  # session 13's: (g) and (m) again, carried across sessions
 #   bash training/experiments.sh carry-out RUN...  # copy stopped runs' checkpoints into training/carry
 #   bash training/experiments.sh carry-in          # and back into RUNS (issue13f does it first)
+#   bash training/experiments.sh finished RUN      # exit 0 once RUN reached its planned epochs
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is

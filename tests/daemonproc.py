@@ -37,6 +37,16 @@ def write_config(path: Path, model_dir: Path, port: int | None, **extra: str) ->
     return path
 
 
+def clear_of_the_hour(need_s: float = 120.0) -> None:
+    """Wait until the wall clock's next hour is at least need_s away. Windows align to
+    the wall clock (device/aggregate.py), so a test that expects ONE window_s = 3600
+    window splits in two when it runs across the hour (tests/test_aggregate.py covers that
+    split); a CI run that straddled 08:00 once failed so."""
+    left = 3600.0 - time.time() % 3600.0
+    if left < need_s:
+        time.sleep(left + 1.0)
+
+
 def start(config: Path | None, *args: str, env: dict[str, str] | None = None,
           ) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "device.cli", "run", *args]

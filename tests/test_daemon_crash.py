@@ -14,12 +14,13 @@ import pytest
 from device.payloads import validate_mood
 from device.spool import Spool
 from tests.broker import wait_until
-from tests.daemonproc import NotifySocket, finish, start, write_config
+from tests.daemonproc import NotifySocket, clear_of_the_hour, finish, start, write_config
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(300)
 
 
 def config(tmp_path: Path, model_dir: Path, checkpoint_s: float) -> Path:
+    clear_of_the_hour()  # one window_s = 3600 window per run
     cfg = write_config(tmp_path / "c.toml", model_dir, None)
     text = cfg.read_text().replace("window_s = 2", "window_s = 3600")
     cfg.write_text(text.replace("[spool]\n", f"[spool]\ncheckpoint_s = {checkpoint_s}\n"))

@@ -20,7 +20,17 @@ import pytest
 from device.clock import OFFSET_ENV
 from device.payloads import validate_mood, validate_status
 from tests.broker import Broker, Subscriber
-from tests.daemonproc import DEV, daemon, finish, moods, start, statuses, terminate, write_config
+from tests.daemonproc import (
+    DEV,
+    clear_of_the_hour,
+    daemon,
+    finish,
+    moods,
+    start,
+    statuses,
+    terminate,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(150)
 YEAR = 365.25 * 86400
@@ -137,8 +147,10 @@ def test_windows_held_too_long_are_published_flagged_unsynced(
     assert len(pending) >= 2 and {p["clock"] for _, p in pending} == {"unsynced"}
 
 
+@pytest.mark.timeout(300)  # clear_of_the_hour may wait two minutes
 def test_ids_stay_unique_across_restarts_in_one_window_and_a_wiped_spool(
         model_dir: Path, tmp_path: Path) -> None:
+    clear_of_the_hour()  # "the same clock window every time"
     cfg = write_config(tmp_path / "c.toml", model_dir, None)
     cfg.write_text(cfg.read_text().replace("window_s = 2", "window_s = 3600"))
     runs = []

@@ -10,6 +10,7 @@ scans crop scales, which is how the manifest's crop_scale is checked by measurem
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,28 +48,36 @@ def camera_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(decoded if decoded is not None else frame, cv2.COLOR_GRAY2BGR)
 
 
-def camera_probs(clf: Classifier, detector: FaceDetector, images: list[np.ndarray],
-                 emotions: list[str], idx: np.ndarray, seed: int = 0,
-                 crop_scales: list[float] | None = None
-                 ) -> tuple[dict[float, np.ndarray], list[str]]:
-    """Each face of `idx` in a seeded camera frame, found by the detector and cropped the
-    daemon's way: probabilities per crop scale (default: the manifest's) and the emotions
-    of the faces found. The frames depend only on the seed, so two models see the same."""
+def camera_faces(detector: FaceDetector, images: list[np.ndarray], idx: np.ndarray,
+                 seed: int = 0
+                 ) -> Iterator[tuple[int, np.ndarray, tuple[int, ...], np.ndarray | None]]:
+    """(index, gray frame, box, landmarks) of the detector's best face in each seeded
+    camera frame of `idx` that holds one. The frames depend only on the seed, so every
+    model cropped from them sees the same faces."""
     rng = np.random.default_rng(seed)
-    pre0 = clf.manifest.preprocessing
-    scales = crop_scales or [pre0.crop_scale]
-    probs: dict[float, list[np.ndarray]] = {s: [] for s in scales}
-    found: list[str] = []
     for i in idx:
         frame = camera_frame(images[i], rng)
         dets = detector.detect(frame)
         if len(dets) == 0:
             continue
         best = int(np.argmax(dets.scores))
-        box = dets.boxes[best]
         lm = None if dets.landmarks is None else dets.landmarks[best]
+        yield int(i), to_gray(frame), tuple(int(v) for v in dets.boxes[best]), lm
+
+
+def camera_probs(clf: Classifier, detector: FaceDetector, images: list[np.ndarray],
+                 emotions: list[str], idx: np.ndarray, seed: int = 0,
+                 crop_scales: list[float] | None = None
+                 ) -> tuple[dict[float, np.ndarray], list[str]]:
+    """Each face of `idx` found in a camera frame (camera_faces) and cropped the daemon's
+    way: probabilities per crop scale (default: the manifest's) and the emotions of the
+    faces found."""
+    pre0 = clf.manifest.preprocessing
+    scales = crop_scales or [pre0.crop_scale]
+    probs: dict[float, list[np.ndarray]] = {s: [] for s in scales}
+    found: list[str] = []
+    for i, gray, box, lm in camera_faces(detector, images, idx, seed):
         found.append(emotions[i])
-        gray = to_gray(frame)
         for s in scales:
             # The daemon's own crop (device/align.py): aligned when the manifest says so.
             pre = pre0.model_copy(update={"crop_scale": s})

@@ -58,8 +58,11 @@ def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.n
                -sum(g for g, _, _ in gains))
         if best is None or key < best[0]:
             best = (key, point)
-    chosen = {**best[1], "qualifies": True} if best else {**(miss or (0, {}))[1],
-                                                           "qualifies": False}
+    if best is not None:
+        chosen = {**best[1], "qualifies": True}
+    else:
+        assert miss is not None  # every grid point either qualifies or misses
+        chosen = {**miss[1], "qualifies": False}
     return {**chosen, "references": [ref.row() for _, _, ref in sets]}
 
 
@@ -68,7 +71,8 @@ def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],
     """The faces both models are held to, through the device's int8 path: the validation
     crops, and (with YuNet) the same faces found in camera frames and cropped by each
     model's own framing; the frames depend only on a seed, so both see the same."""
-    from training.camera_eval import camera_probs, device_detector
+    from device.align import face_input
+    from training.camera_eval import camera_faces, device_detector
     from training.evaluate import classify_faces
 
     for c in (clf, ref):
@@ -83,14 +87,17 @@ def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],
     sets: list[FaceSet] = [(classify_faces(clf, images), emotions,
                             scored(classify_faces(ref, images), emotions))]
     if yunet is not None:
-        idx = np.arange(len(images))
-        mine, found = camera_probs(clf, device_detector(yunet), images, emotions, idx)
-        theirs, found_ref = camera_probs(ref, device_detector(yunet), images, emotions, idx)
-        assert found == found_ref  # detection does not depend on the model
+        # Detected once: both models crop the same boxes, each with its own framing.
+        probs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        found: list[str] = []
+        for i, gray, box, lm in camera_faces(device_detector(yunet), images,
+                                             np.arange(len(images))):
+            found.append(emotions[i])
+            for c, out in zip((clf, ref), probs, strict=True):
+                out.append(c.probabilities(face_input(gray, box, lm, c.manifest.preprocessing)))
         if {"happy", "sad", "neutral"} <= set(found):  # else its figures are undefined
             names.append(f"the same faces through the camera path ({len(found)} found)")
-            sets.append((next(iter(mine.values())), found,
-                         scored(next(iter(theirs.values())), found)))
+            sets.append((np.stack(probs[0]), found, scored(np.stack(probs[1]), found)))
     return names, sets
 
 

@@ -1,6 +1,11 @@
 """Run a command under a unit file's SystemCallFilter, as systemd would, without systemd.
 
     python tests/seccomp.py systemd/moodcam.service -- COMMAND...
+    python tests/seccomp.py systemd/moodcam.service --check-trace QEMU_STRACE_LOG
+
+The second form checks the calls a qemu-user guest made (its QEMU_STRACE log) against
+the same filter: deploy/pi-emulated.sh traces the daemon on emulated aarch64 that way,
+since qemu-user cannot load a filter for its guest.
 
 The filter is rebuilt from the unit's own lines with systemd's semantics: the first
 allow list implies `@default`, each `~` line removes its calls again, and everything
@@ -17,11 +22,17 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 SCMP_ACT_ALLOW = 0x7FFF0000
+AUDIT_ARCH_AARCH64 = 0xC00000B7  # libseccomp's SCMP_ARCH_AARCH64
+# qemu's strace lines: "PID name(args) = ret", or "PID Unknown syscall NR" for calls its
+# table has no name for. Threads interleave: a call may start right after another's ")".
+TRACED = re.compile(r"(?:^|(?<=[)\s]))\d+ (?:([a-z_][a-z0-9_]*)\(|Unknown syscall (\d+))",
+                    re.MULTILINE)
 
 
 def scmp_act_errno(code: int) -> int:
@@ -109,9 +120,41 @@ def load(allowed: set[str], err: int) -> int:
     return rules
 
 
+def traced_calls(log: str, arch: int = AUDIT_ARCH_AARCH64) -> dict[str, int]:
+    """The calls in a QEMU_STRACE log, by name, with how often each was made; a number
+    qemu could not name is named by libseccomp for `arch` (else kept as "#NR")."""
+    lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2")
+    lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_char_p
+    lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
+    calls: dict[str, int] = {}
+    for name, number in TRACED.findall(log):
+        if not name:
+            resolved = lib.seccomp_syscall_resolve_num_arch(arch, int(number))
+            name = resolved.decode() if resolved else f"#{number}"
+        calls[name] = calls.get(name, 0) + 1
+    return calls
+
+
+def check_trace(unit: Path, log: Path) -> int:
+    """0 when every traced call is one the unit allows; else 1, naming the others."""
+    allowed, _ = unit_filter(unit)
+    calls = traced_calls(log.read_text(errors="replace"))
+    if not calls:
+        print(f"seccomp: no traced calls in {log} (was QEMU_STRACE set?)", file=sys.stderr)
+        return 1
+    denied = sorted(c for c in calls if c not in allowed)
+    print(f"   {len(calls)} distinct calls ({sum(calls.values())} in all) traced; "
+          f"{len(calls) - len(denied)} allowed by {unit.name}")
+    for c in denied:
+        print(f"   DENIED: {c} ({calls[c]}x)")
+    return 1 if denied else 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--check-trace":
+        return check_trace(Path(argv[0]), Path(argv[2]))
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: seccomp.py UNIT -- COMMAND...", file=sys.stderr)
+        print("usage: seccomp.py UNIT -- COMMAND... | UNIT --check-trace LOG", file=sys.stderr)
         return 2
     allowed, err = unit_filter(Path(argv[0]))
     load(allowed, err)

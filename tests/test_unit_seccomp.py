@@ -62,6 +62,39 @@ def test_the_filter_bites() -> None:
     assert filtered.stdout.strip() == "Operation not permitted"
 
 
+# The shape of qemu-user's QEMU_STRACE lines (qemu 7.2, Debian bookworm), as
+# deploy/pi-emulated.sh collects them from the daemon on emulated aarch64; 98 is
+# aarch64's futex, 117 its ptrace (numbers qemu's table failed to name).
+TRACE = """\
+4711 openat(AT_FDCWD,"/etc/ld.so.cache",O_RDONLY|O_CLOEXEC) = 3
+4711 newfstatat(3,"",0x0000005502ff8c40,0x1000) = 0
+4711 ppoll(0x0000005503e0c0e8,1,0x0000005503e0c0f8,0,8) = 1
+4713 pselect6(5,0x55047ff5f8,0,0,0x55047ff568,0)4711 clock_nanosleep(0,0,0x5503,0) = 0
+ = 1
+4711 Unknown syscall 98
+2026-12-05 08:50:01 INFO device.daemon: window pi-emulated/ab12/1: 1 viewers
+"""
+
+
+def test_a_traced_aarch64_run_is_checked_against_the_units_filter(tmp_path: Path) -> None:
+    """deploy/pi-emulated.sh's check: every call qemu traced must be one the filter allows;
+    a call outside it is named, whether qemu named it or only numbered it."""
+    log = tmp_path / "strace.log"
+    check = [sys.executable, str(ROOT / "tests" / "seccomp.py"), str(UNIT), "--check-trace",
+             str(log)]
+    log.write_text(TRACE)
+    ok = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "6 distinct calls" in ok.stdout  # futex (98) named by libseccomp, the log line not
+    for bad in ("4711 ptrace(0,0,0,0) = 0\n", "4711 Unknown syscall 117\n"):
+        log.write_text(TRACE + bad)
+        denied = subprocess.run(check, capture_output=True, text=True, timeout=60)
+        assert denied.returncode == 1
+        assert "DENIED: ptrace" in denied.stdout
+    log.write_text("no trace here\n")
+    assert subprocess.run(check, capture_output=True, text=True, timeout=60).returncode == 1
+
+
 @pytest.mark.broker
 @pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
 def test_the_daemon_detects_classifies_and_publishes_under_the_units_filter(

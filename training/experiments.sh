@@ -12,6 +12,7 @@
 #   bash training/experiments.sh carry-out RUN...  # copy stopped runs' checkpoints into training/carry
 #   bash training/experiments.sh carry-in          # and back into RUNS (issue13f does it first)
 #   bash training/experiments.sh finished RUN      # exit 0 once RUN reached its planned epochs
+#   bash training/experiments.sh issue13g  # session 17's: ensembles of (o) with (g) and (m)
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -235,6 +236,23 @@ issue13f() {
   if ! finished hsno-64-w2-kd; then carry_out hsno-64-w2-kd; fi
 }
 
+issue13g() {
+  # Session 17 (2026-12-05): (o) alone misses the shipped model's camera happy recall by
+  # 1.45 points at its nearest no-worse point (README). Ensembles of finished width-2 runs
+  # need no training (~3 min each with the threshold search); the face budget (1.5 ms,
+  # width 2 ~0.35 ms an invoke) allows two members with the mirror view or three without,
+  # but three width-2 members are 786,808 bytes int8, past the 700 KB budget: (s) only
+  # shows what a third member would add.
+  local g=$RUNS/hsno-64-w2-e50 m=$RUNS/hsno-64-w2-e50-s2 o=$RUNS/hsno-64-w2-kd
+  # (q) (o) with (g), mirror views; (r) (o) with (m); (s) all three, one view.
+  run hsno-64-w2-ens-og --labels hsno --size 64 --zoom-views 1.0 --members "$o,$g" \
+    --version 2026.12-hsno64-w2-ens-og --thresholds-against models
+  run hsno-64-w2-ens-om --labels hsno --size 64 --zoom-views 1.0 --members "$o,$m" \
+    --version 2026.12-hsno64-w2-ens-om --thresholds-against models
+  run hsno-64-w2-ens3 --labels hsno --size 64 --zoom-views 1.0 --no-flip-average \
+    --members "$o,$g,$m" --version 2026.12-hsno64-w2-ens3 --thresholds-against models
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -252,7 +270,7 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;

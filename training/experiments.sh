@@ -237,8 +237,9 @@ issue13f() {
 }
 
 issue13g() {
-  # Session 17 (2026-12-05): (o) alone misses the shipped model's camera happy recall by
-  # 1.45 points at its nearest no-worse point (README). Ensembles of finished width-2 runs
+  # Run after issue13f, which carries in (g), (m) and (o) and re-exports them. Session 17
+  # (2026-12-05): (o) alone misses the shipped model's camera happy recall by 1.45 points
+  # at its nearest no-worse point (README). Ensembles of finished width-2 runs
   # need no training (~3 min each with the threshold search); the face budget (1.5 ms,
   # width 2 ~0.35 ms an invoke) allows two members with the mirror view or three without,
   # but three width-2 members are 786,808 bytes int8, past the 700 KB budget: (s) only

@@ -31,8 +31,12 @@ SCMP_ACT_ALLOW = 0x7FFF0000
 AUDIT_ARCH_AARCH64 = 0xC00000B7  # libseccomp's SCMP_ARCH_AARCH64
 # qemu's strace lines: "PID name(args) = ret", or "PID Unknown syscall NR" for calls its
 # table has no name for. Threads interleave: a call may start right after another's ")".
-TRACED = re.compile(r"(?:^|(?<=[)\s]))\d+ (?:([a-z_][a-z0-9_]*)\(|Unknown syscall (\d+))",
+# (Not after a space: the daemon's own log says "recovered 1 window(s)".)
+TRACED = re.compile(r"(?:^|(?<=\)))\d+ (?:([a-z_][a-z0-9_]*)\(|Unknown syscall (\d+))",
                     re.MULTILINE)
+# Denied on purpose, and handled: ProtectClock=yes denies @clock, and device/clock.py's
+# kernel_synchronized reads adjtimex's EPERM as "unknown" (tests/test_unit_seccomp.py).
+HANDLED = {"adjtimex", "clock_adjtime", "clock_adjtime64"}
 
 
 def scmp_act_errno(code: int) -> int:
@@ -90,6 +94,8 @@ def unit_filter(unit: Path) -> tuple[set[str], int]:
             allowed |= names
     if allowed is None:
         raise ValueError(f"{unit} sets no SystemCallFilter")
+    if re.search(r"(?m)^ProtectClock=(yes|true|1)\s*$", unit.read_text()):
+        allowed -= expand(["@clock"], groups)  # systemd denies these for ProtectClock too
     return allowed, err
 
 
@@ -146,8 +152,8 @@ def check_trace(unit: Path, log: Path) -> int:
     print(f"   {len(calls)} distinct calls ({sum(calls.values())} in all) traced; "
           f"{len(calls) - len(denied)} allowed by {unit.name}")
     for c in denied:
-        print(f"   DENIED: {c} ({calls[c]}x)")
-    return 1 if denied else 0
+        print(f"   {'denied, handled' if c in HANDLED else 'DENIED'}: {c} ({calls[c]}x)")
+    return 1 if set(denied) - HANDLED else 0
 
 
 def main(argv: list[str]) -> int:

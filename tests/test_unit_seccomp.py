@@ -10,6 +10,7 @@ before exec'ing `moodcam run`, as systemd does between fork and exec.
 from __future__ import annotations
 
 import ctypes.util
+import os
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,24 @@ def test_the_rebuilt_filter_is_the_units() -> None:
     # Removed by the unit's deny line: @privileged, @mount, @debug, @raw-io, @reboot, @swap.
     assert not {"mount", "ptrace", "perf_event_open", "iopl", "reboot", "swapon",
                 "chroot", "setdomainname"} & allowed
+    # ProtectClock=yes: systemd denies @clock as well.
+    assert not {"adjtimex", "clock_adjtime", "clock_settime", "settimeofday"} & allowed
+
+
+KERNEL_SYNC = "from device.clock import kernel_synchronized; print(kernel_synchronized())"
+
+
+def test_the_kernel_clock_probe_reads_the_units_denial_as_unknown() -> None:
+    """trust = "ntp" asks the kernel with adjtimex, which ProtectClock denies: the daemon
+    reads EPERM as "unknown" (and goes on to the timesyncd file), it does not fail."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plain = subprocess.run([sys.executable, "-c", KERNEL_SYNC], capture_output=True,
+                           text=True, timeout=30, env=env)
+    assert plain.stdout.strip() in ("True", "False"), plain.stderr
+    filtered = subprocess.run([*LAUNCH, sys.executable, "-c", KERNEL_SYNC],
+                              capture_output=True, text=True, timeout=30, env=env)
+    assert filtered.returncode == 0, filtered.stderr
+    assert filtered.stdout.strip() == "None"
 
 
 def test_the_filter_bites() -> None:
@@ -72,7 +91,9 @@ TRACE = """\
 4713 pselect6(5,0x55047ff5f8,0,0,0x55047ff568,0)4711 clock_nanosleep(0,0,0x5503,0) = 0
  = 1
 4711 Unknown syscall 98
+4711 clock_adjtime(0,0x5503e0c0e8) = -1 errno=1 (Operation not permitted)
 2026-12-05 08:50:01 INFO device.daemon: window pi-emulated/ab12/1: 1 viewers
+2026-12-05 08:50:01 INFO device.windowstore: recovered 1 window(s) from the last checkpoint
 """
 
 
@@ -85,7 +106,9 @@ def test_a_traced_aarch64_run_is_checked_against_the_units_filter(tmp_path: Path
     log.write_text(TRACE)
     ok = subprocess.run(check, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "6 distinct calls" in ok.stdout  # futex (98) named by libseccomp, the log line not
+    # futex (98) named by libseccomp; the log lines are not calls.
+    assert "7 distinct calls" in ok.stdout
+    assert "denied, handled: clock_adjtime" in ok.stdout  # ProtectClock's, read as unknown
     for bad in ("4711 ptrace(0,0,0,0) = 0\n", "4711 Unknown syscall 117\n"):
         log.write_text(TRACE + bad)
         denied = subprocess.run(check, capture_output=True, text=True, timeout=60)

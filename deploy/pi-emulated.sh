@@ -314,10 +314,6 @@ print(s.getsockname()[1])')
 else
   echo "   no mosquitto on the host: the daemon runs without a broker (paho's calls untraced)"
 fi
-daemon_log() {  # the daemon's own log lines: qemu prints each after its write() call's head
-  grep -aoE '(DEBUG|INFO|WARNING|ERROR|CRITICAL) [a-z_.]+: .*' "$run/strace.log" >"$run/daemon.log"
-  tail -20 "$run/daemon.log"
-}
 # The installed config and user, as the service runs them, with the replay frames as the
 # camera (the built-in sample needs scikit-image, which the Pi venv lacks). The clock stays
 # "ntp": its kernel probe is one of the calls checked.
@@ -330,16 +326,18 @@ chmod 0644 "$root/tmp/moodcam-traced.toml"
 # Only the daemon is traced: setpriv's own calls (setresuid, setgroups) are systemd's part.
 inroot "$root" setpriv --reuid=moodcam --regid=moodcam --init-groups /usr/bin/env \
   HOME=/var/lib/moodcam QEMU_STRACE=1 $mc run --config /tmp/moodcam-traced.toml --duration 15 \
-  >/dev/null 2>"$run/strace.log" || { daemon_log; die "moodcam run failed in the emulated Pi"; }
-daemon_log >/dev/null
+  >/dev/null 2>"$run/strace.log" && traced=0 || traced=$?
+# The daemon's own log lines: qemu prints each one after its write() call's head.
+dlog=$run/daemon.log
+grep -aoE '(DEBUG|INFO|WARNING|ERROR|CRITICAL) [a-z_.]+: .*' "$run/strace.log" >"$dlog" || true
+[ "$traced" = 0 ] || { tail -20 "$dlog"; die "moodcam run failed in the emulated Pi"; }
 # The per-frame calls count only if frames went through: detect, classify, a window.
-grep -E 'window [^ ]+: ' "$run/daemon.log" | sed 's/^/   /' || true
-grep -qE 'window [^ ]+: [0-9]+ viewers, [1-9][0-9]* detections, [1-9][0-9]* frames' \
-  "$run/daemon.log" ||
-  { daemon_log; die "the traced daemon closed no window with frames and detections"; }
+grep -E 'window [^ ]+: ' "$dlog" | sed 's/^/   /' || true
+grep -qE 'window [^ ]+: [0-9]+ viewers, [1-9][0-9]* detections, [1-9][0-9]* frames' "$dlog" ||
+  { tail -20 "$dlog"; die "the traced daemon closed no window with frames and detections"; }
 if [ -n "$broker" ]; then
-  grep -q 'MQTT: connected to' "$run/daemon.log" ||
-    { daemon_log; die "the traced daemon never reached the broker"; }
+  grep -q 'MQTT: connected to' "$dlog" ||
+    { tail -20 "$dlog"; die "the traced daemon never reached the broker"; }
 fi
 "$host_py" "$repo/tests/seccomp.py" "$repo/systemd/moodcam.service" --check-trace \
   "$run/strace.log" || die "the daemon's aarch64 calls fall outside the unit's filter"

@@ -99,9 +99,13 @@ def unit_filter(unit: Path) -> tuple[set[str], int]:
     return allowed, err
 
 
+def libseccomp() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2", use_errno=True)
+
+
 def load(allowed: set[str], err: int) -> int:
     """Install the filter on this process (inherited across exec); returns the rule count."""
-    lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2", use_errno=True)
+    lib = libseccomp()
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
@@ -129,7 +133,7 @@ def load(allowed: set[str], err: int) -> int:
 def traced_calls(log: str, arch: int = AUDIT_ARCH_AARCH64) -> dict[str, int]:
     """The calls in a QEMU_STRACE log, by name, with how often each was made; a number
     qemu could not name is named by libseccomp for `arch` (else kept as "#NR")."""
-    lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2")
+    lib = libseccomp()
     lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_char_p
     lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
     calls: dict[str, int] = {}

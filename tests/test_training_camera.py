@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from device.payloads import validate_mood
-from training.camera_eval import camera_frame, evaluate_camera_path
+from training.camera_eval import (
+    camera_faces,
+    camera_frame,
+    device_detector,
+    evaluate_camera_path,
+    format_camera,
+)
+from training.data import load_splits
 
 
 def test_camera_frame_is_a_640x480_frame_holding_the_face() -> None:
@@ -27,6 +34,41 @@ def test_shipped_model_through_the_camera_path(model_dir: Path, fer_zip: Path,
     tight, loose = m["by_crop_scale"]["1"], m["by_crop_scale"]["1.6"]
     # FER framing (measured crop_scale ~1.0) beats a loose crop on the same detections.
     assert tight["accuracy_argmax"] > loose["accuracy_argmax"]
+
+
+def test_frame_seeds_pool_each_seeds_faces(model_dir: Path, fer_zip: Path,
+                                           yunet_path: Path) -> None:
+    """--frame-seeds: the faces found in every seed's frames are pooled, each seed is also
+    scored alone, and one seed alone is the plain one-frame evaluation."""
+    one = evaluate_camera_path(model_dir, fer_zip, yunet_path, limit=80, seed=5)
+    pooled = evaluate_camera_path(model_dir, fer_zip, yunet_path, limit=80, seed=5,
+                                  frame_seeds=[5, 6])
+    assert pooled["frame_seeds"] == [5, 6] and pooled["images"] == 160
+    per = pooled["by_frame_seed"]
+    assert per["5"]["detected"] == one["detected"]
+    [(scale, alone)] = one["by_crop_scale"].items()  # the manifest's crop scale
+    assert per["5"]["neutral_leak"] == alone["neutral_leak"]
+    assert pooled["detected"] == per["5"]["detected"] + per["6"]["detected"]
+    # Seed 6 draws other frames (sizes, places, light), so its figures are its own...
+    assert per["6"]["happy_vs_sad"] != per["5"]["happy_vs_sad"]
+    # ...and the pooled figures weigh each seed's faces.
+    hvs = pooled["by_crop_scale"][scale]["happy_vs_sad"]
+    assert hvs["n"] == per["5"]["happy_vs_sad"]["n"] + per["6"]["happy_vs_sad"]["n"]
+    right = sum(r["happy_vs_sad"]["accuracy"] * r["happy_vs_sad"]["n"] for r in per.values())
+    assert abs(hvs["accuracy"] - right / hvs["n"]) < 1e-9
+    text = format_camera(pooled)
+    assert "pooled over frame seeds 5, 6" in text and "seed 6: happy-vs-sad" in text
+
+
+def test_camera_faces_yields_each_seed_in_turn(fer_zip: Path, yunet_path: Path) -> None:
+    splits, _ = load_splits(fer_zip, drop_twins=False)
+    images = splits["test"].images[:12]
+    idx = np.arange(len(images))
+    det = device_detector(yunet_path)
+    first = [(i, box) for i, _, box, _ in camera_faces(det, images, idx, (0,))]
+    both = [(i, box) for i, _, box, _ in camera_faces(det, images, idx, (0, 1))]
+    assert both[:len(first)] == first and len(both) > len(first)
+    assert both[len(first):] != first  # seed 1's frames place the faces elsewhere
 
 
 def test_replay_of_a_demo_video_counts_one_viewer_per_face(

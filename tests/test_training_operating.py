@@ -3,11 +3,16 @@ reference model's on the same validation faces (training/operating.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from training.decision import decide_index, score_rule
-from training.operating import HIGHER, LOWER, no_worse_thresholds, same_split
+from device.classify import Classifier
+from training.camera_eval import camera_faces, device_detector
+from training.data import load_splits
+from training.decision import DECISION_SEEDS, decide_index, score_rule
+from training.operating import HIGHER, LOWER, face_sets, no_worse_thresholds, same_split
 from training.report import threshold_lines
 
 LABELS = ["happy", "sad", "neutral", "other"]
@@ -67,3 +72,28 @@ def test_a_reference_that_held_out_other_faces_is_refused() -> None:
         same_split({**mine, "seed": 7}, mine)
     with pytest.raises(ValueError, match="labels"):
         same_split({**mine, "labels": "hs"}, mine)
+
+
+def test_the_camera_faces_of_every_frame_seed_are_pooled(model_dir: Path, fer_zip: Path,
+                                                         yunet_path: Path) -> None:
+    """The search holds a model to the camera faces of several seeds' frames at once, so
+    one seed's synthesis does not decide it (DECISION_SEEDS)."""
+    splits, _ = load_splits(fer_zip, drop_twins=False)
+    faces_all = splits["test"]  # any faces do: this checks the pooling, not a model
+    pick = np.random.default_rng(0).choice(len(faces_all), 90, replace=False)  # all emotions
+    images = [faces_all.images[i] for i in pick]
+    emotions = [faces_all.emotions[i] for i in pick]
+    clf = Classifier.from_dir(model_dir)
+    det = device_detector(yunet_path)
+    found = [len(list(camera_faces(det, images, np.arange(90), (s,)))) for s in (0, 1, 2)]
+    names, sets = face_sets(clf, clf, images, emotions, yunet_path)
+    assert DECISION_SEEDS == (0, 1, 2)
+    assert names[1] == (f"the same faces through the camera path, frame seeds 0, 1, 2"
+                        f" ({sum(found)} found)")
+    probs, faces, ref = sets[1]
+    assert len(probs) == len(faces) == sum(found)
+    # Against itself on the same pooled faces, the reference's figures are the model's own.
+    assert score_rule(decide_index(probs, np.asarray(clf.thresholds)), faces,
+                      clf.labels) == ref
+    names1, sets1 = face_sets(clf, clf, images, emotions, yunet_path, (1,))
+    assert len(sets1[1][0]) == found[1] and "frame seeds 1 (" in names1[1]

@@ -10,7 +10,7 @@ scans crop scales, which is how the manifest's crop_scale is checked by measurem
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,34 +49,36 @@ def camera_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def camera_faces(detector: FaceDetector, images: list[np.ndarray], idx: np.ndarray,
-                 seed: int = 0
+                 seeds: Sequence[int] = (0,)
                  ) -> Iterator[tuple[int, np.ndarray, tuple[int, ...], np.ndarray | None]]:
     """(index, gray frame, box, landmarks) of the detector's best face in each seeded
-    camera frame of `idx` that holds one. The frames depend only on the seed, so every
+    camera frame of `idx` that holds one, for each seed in turn (a face appears once per
+    seed whose frame it was found in). The frames depend only on the seed, so every
     model cropped from them sees the same faces."""
-    rng = np.random.default_rng(seed)
-    for i in idx:
-        frame = camera_frame(images[i], rng)
-        dets = detector.detect(frame)
-        if len(dets) == 0:
-            continue
-        best = int(np.argmax(dets.scores))
-        lm = None if dets.landmarks is None else dets.landmarks[best]
-        yield int(i), to_gray(frame), tuple(int(v) for v in dets.boxes[best]), lm
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for i in idx:
+            frame = camera_frame(images[i], rng)
+            dets = detector.detect(frame)
+            if len(dets) == 0:
+                continue
+            best = int(np.argmax(dets.scores))
+            lm = None if dets.landmarks is None else dets.landmarks[best]
+            yield int(i), to_gray(frame), tuple(int(v) for v in dets.boxes[best]), lm
 
 
 def camera_probs(clf: Classifier, detector: FaceDetector, images: list[np.ndarray],
-                 emotions: list[str], idx: np.ndarray, seed: int = 0,
+                 emotions: list[str], idx: np.ndarray, seeds: Sequence[int] = (0,),
                  crop_scales: list[float] | None = None
                  ) -> tuple[dict[float, np.ndarray], list[str]]:
-    """Each face of `idx` found in a camera frame (camera_faces) and cropped the daemon's
-    way: probabilities per crop scale (default: the manifest's) and the emotions of the
-    faces found."""
+    """Each face of `idx` found in a camera frame of each seed (camera_faces) and cropped
+    the daemon's way: probabilities per crop scale (default: the manifest's) and the
+    emotions of the faces found."""
     pre0 = clf.manifest.preprocessing
     scales = crop_scales or [pre0.crop_scale]
     probs: dict[float, list[np.ndarray]] = {s: [] for s in scales}
     found: list[str] = []
-    for i, gray, box, lm in camera_faces(detector, images, idx, seed):
+    for i, gray, box, lm in camera_faces(detector, images, idx, seeds):
         found.append(emotions[i])
         for s in scales:
             # The daemon's own crop (device/align.py): aligned when the manifest says so.
@@ -100,11 +102,12 @@ def device_detector(yunet: Path | None, input_width: int | None = None,
 def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
                          crop_scales: list[float] | None = None, limit: int | None = None,
                          seed: int = 0, input_width: int | None = None,
-                         split: str = "test", recheck_score: float | None = None
-                         ) -> dict[str, Any]:
+                         split: str = "test", recheck_score: float | None = None,
+                         frame_seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """input_width: the device's detector.input_width (None: its default). `split`
     "validation" is the model's own fit validation set: scan crop scales there when
-    choosing one; "test" reports the chosen framing once."""
+    choosing one; "test" reports the chosen framing once. frame_seeds (default: `seed`):
+    the faces of every seed's frames are pooled, and each seed is also scored alone."""
     mdir = model_dir_of(model)
     manifest = load_manifest(mdir / "manifest.json")
     clf = Classifier(manifest, mdir / manifest.model_file)
@@ -120,21 +123,39 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
     if limit and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
     scales = crop_scales or [manifest.preprocessing.crop_scale]
-    probs, emotions = camera_probs(clf, detector, test.images, test.emotions, idx, seed, scales)
-    out: dict[str, Any] = {"images": len(idx), "detected": len(emotions), "split": split,
-                           "detection_rate": len(emotions) / max(1, len(idx)),
+    seeds = list(frame_seeds or [seed])
+    probs: dict[float, np.ndarray] = {}
+    emotions: list[str] = []
+    per_seed: list[dict[str, Any]] = []
+    for sd in seeds:
+        p, e = camera_probs(clf, detector, test.images, test.emotions, idx, [sd], scales)
+        probs = {s: np.concatenate([probs[s], p[s]]) if s in probs else p[s] for s in scales}
+        emotions += e
+        per_seed.append({"detected": len(e),
+                         **_figures(p[scales[0]], e, manifest.labels, clf.thresholds)})
+    images = len(idx) * len(seeds)
+    out: dict[str, Any] = {"images": images, "detected": len(emotions), "split": split,
+                           "frame_seeds": seeds,
+                           "detection_rate": len(emotions) / max(1, images),
                            "detector": detector.describe(), "input_width": width,
                            "recheck_score": recheck, "rechecks": detector.rechecks,
                            "detect_width": round(FRAME_W * detector.shrink_factor(FRAME_W)),
                            "by_crop_scale": {}}
     for s in scales:
-        m = evaluate_probs(probs[s], emotions, manifest.labels, clf.thresholds)
-        out["by_crop_scale"][f"{s:g}"] = {
-            k: m[k] for k in ("happy_vs_sad", "neutral_leak", "accuracy_argmax", "coverage",
-                              "accuracy_covered") if k in m}
+        out["by_crop_scale"][f"{s:g}"] = _figures(probs[s], emotions, manifest.labels,
+                                                  clf.thresholds)
+    if len(seeds) > 1:
+        out["by_frame_seed"] = {str(sd): f for sd, f in zip(seeds, per_seed, strict=True)}
     log.info("camera path: %d of %d faces detected (%s)", len(emotions), len(idx),
              detector.describe())
     return out
+
+
+def _figures(probs: np.ndarray, emotions: list[str], labels: list[str],
+             thresholds: Any) -> dict[str, Any]:
+    m = evaluate_probs(probs, emotions, labels, thresholds)
+    return {k: m[k] for k in ("happy_vs_sad", "neutral_leak", "accuracy_argmax", "coverage",
+                              "accuracy_covered") if k in m}
 
 
 def format_camera(m: dict[str, Any]) -> str:
@@ -151,4 +172,11 @@ def format_camera(m: dict[str, Any]) -> str:
         lines.append(f"| {s} | {r['happy_vs_sad']['accuracy']:.2%} | "
                      f"{r['neutral_leak']['rate']:.2%} | {r['accuracy_argmax']:.2%} | "
                      f"{r['coverage']:.2%} |")
+    if m.get("by_frame_seed"):
+        lines.append(f"(pooled over frame seeds {', '.join(m['by_frame_seed'])}; alone, at"
+                     " the first crop scale:")
+        lines += [f"  seed {sd}: happy-vs-sad {r['happy_vs_sad']['accuracy']:.2%}, neutral leak"
+                  f" {r['neutral_leak']['rate']:.2%}, own-label acc. {r['accuracy_argmax']:.2%}"
+                  for sd, r in m["by_frame_seed"].items()]
+        lines[-1] += ")"
     return "\n".join(lines)

@@ -15,12 +15,17 @@ from device.manifest import ManifestError
 from device.runtime import RUNTIMES, ModelLoadError, RuntimeUnavailable
 from training.data import LABEL_SETS, DataError
 from training.deadline import DeadlineReached, parse_stop_by
+from training.decision import DECISION_SEEDS
 
 log = logging.getLogger("moodcam-train")
 
 
 def _floats(v: str) -> tuple[float, ...]:
     return tuple(float(x) for x in v.split(","))
+
+
+def _ints(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(","))
 
 
 def _stop_by(v: str) -> float:
@@ -130,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --camera: compare these crop scales (e.g. 1.0,1.2,1.4)")
     e.add_argument("--detector", type=Path, help="YuNet .onnx (--camera, --align eyes)")
     e.add_argument("--limit", type=int, help="with --camera: evaluate this many faces")
+    e.add_argument("--frame-seeds", type=_ints,
+                   help="with --camera: pool the faces of these seeds' frames, each also"
+                        " scored alone (e.g. 0,1,2; default: one frame per face, seed 0)")
     e.add_argument("--input-width", type=int,
                    help="with --camera: shrink frames to this width for detection, as the "
                         "device's detector.input_width (default: its default; 0 = full frame)")
@@ -162,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead: the happy/sad thresholds at which no count figure is worse"
                         " than this model's, on validation crops and the camera path")
     r.add_argument("--detector", type=Path, help="YuNet .onnx for the camera path")
+    r.add_argument("--frame-seeds", type=_ints, default=DECISION_SEEDS,
+                   help="with --against: the camera path pools these seeds' frames"
+                        " (default: %(default)s, as fit --thresholds-against)")
 
     b = sub.add_parser("budget", help="int8 size and invoke time of untrained architectures")
     b.add_argument("--arch", choices=("minixception", "mobilenetv2"), default="minixception")
@@ -247,7 +258,8 @@ def _evaluate(a: argparse.Namespace) -> int:
 
         cam = evaluate_camera_path(a.model, a.data, find_yunet(a.detector), a.crop_scales,
                                    a.limit, input_width=a.input_width, split=a.split,
-                                   recheck_score=a.recheck_score)
+                                   recheck_score=a.recheck_score,
+                                   frame_seeds=a.frame_seeds)
         if a.out:
             write_metrics(cam, a.out)
         print(json.dumps(cam) if a.json else format_camera(cam))
@@ -301,7 +313,7 @@ def _rule(a: argparse.Namespace) -> int:
 
         ref = Classifier.from_dir(model_dir_of(a.against))
         names, found = search_against(clf, ref, faces.images, faces.emotions,
-                                       find_yunet(a.detector))
+                                       find_yunet(a.detector), a.frame_seeds)
         print(json.dumps({"faces": names, "split": a.split, "result": found}, indent=1))
         return 0
     probs = classify_faces(clf, faces.images)

@@ -6,20 +6,22 @@ neutral better may still leak more neutral faces at its count-matched point. Her
 happy and sad thresholds are searched, on the new model's validation faces, for the point
 where sad recall and precision, happy recall and precision are at least the reference's and
 the neutral leak at most the reference's, on the same faces (the validation crops and,
-with YuNet, the camera path); among such points the one whose happy and sad counts are
-nearest the truth is kept. When none qualifies, the nearest miss is reported instead.
+with YuNet, the camera path, pooled over several seeds' frames); among such points the one
+whose happy and sad counts are nearest the truth is kept. When none qualifies, the nearest
+miss is reported instead.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from device.classify import Classifier
-from training.decision import RuleScore, decide_index, score_rule
+from training.decision import DECISION_SEEDS, RuleScore, decide_index, score_rule
 from training.ensemble import SAME_SPLIT
 
 HIGHER = ("sad_recall", "sad_precision", "happy_recall", "happy_precision")
@@ -67,10 +69,12 @@ def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.n
 
 
 def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],
-              emotions: list[str], yunet: Path | None) -> tuple[list[str], list[FaceSet]]:
+              emotions: list[str], yunet: Path | None,
+              frame_seeds: Sequence[int] = DECISION_SEEDS) -> tuple[list[str], list[FaceSet]]:
     """The faces both models are held to, through the device's int8 path: the validation
-    crops, and (with YuNet) the same faces found in camera frames and cropped by each
-    model's own framing; the frames depend only on a seed, so both see the same."""
+    crops, and (with YuNet) the same faces found in camera frames of each frame seed,
+    pooled, and cropped by each model's own framing; the frames depend only on their
+    seed, so both see the same."""
     from device.align import face_input
     from training.camera_eval import camera_faces, device_detector
     from training.evaluate import classify_faces
@@ -91,12 +95,14 @@ def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],
         probs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
         found: list[str] = []
         for i, gray, box, lm in camera_faces(device_detector(yunet), images,
-                                             np.arange(len(images))):
+                                             np.arange(len(images)), frame_seeds):
             found.append(emotions[i])
             for c, out in zip((clf, ref), probs, strict=True):
                 out.append(c.probabilities(face_input(gray, box, lm, c.manifest.preprocessing)))
         if {"happy", "sad", "neutral"} <= set(found):  # else its figures are undefined
-            names.append(f"the same faces through the camera path ({len(found)} found)")
+            seeds = ", ".join(map(str, frame_seeds))
+            names.append(f"the same faces through the camera path, frame seeds {seeds}"
+                         f" ({len(found)} found)")
             sets.append((np.stack(probs[0]), found, scored(np.stack(probs[1]), found)))
     return names, sets
 
@@ -111,25 +117,27 @@ def same_split(ref_options: dict[str, Any], mine: dict[str, Any]) -> None:
 
 
 def search_against(clf: Classifier, ref: Classifier, images: list[np.ndarray],
-                   emotions: list[str], yunet: Path | None
+                   emotions: list[str], yunet: Path | None,
+                   frame_seeds: Sequence[int] = DECISION_SEEDS
                    ) -> tuple[list[str], dict[str, Any]]:
     """The face sets' names and no_worse_thresholds over them, after checking that both
     models held out these faces."""
     same_split(ref.manifest.training.get("options") or {},
                clf.manifest.training.get("options") or {})
-    names, sets = face_sets(clf, ref, images, emotions, yunet)
+    names, sets = face_sets(clf, ref, images, emotions, yunet, frame_seeds)
     return names, no_worse_thresholds(sets, clf.labels, np.asarray(clf.thresholds))
 
 
 def apply_to_run(run: Path, ref: Path, images: list[np.ndarray], emotions: list[str],
-                 yunet: Path | None) -> dict[str, Any]:
+                 yunet: Path | None, frame_seeds: Sequence[int] = DECISION_SEEDS
+                 ) -> dict[str, Any]:
     """Rewrite `run`'s manifest with thresholds no worse than `ref`'s on its validation
     faces (face_sets), when such exist; the search's result is kept in the manifest's
     training record either way."""
     from device.manifest import write_manifest
 
     ref_clf, clf = Classifier.from_dir(ref), Classifier.from_dir(run)
-    names, found = search_against(clf, ref_clf, images, emotions, yunet)
+    names, found = search_against(clf, ref_clf, images, emotions, yunet, frame_seeds)
     record = {"reference": f"{ref_clf.manifest.name} {ref_clf.manifest.version}",
               "faces": names, "result": found}
     m = clf.manifest

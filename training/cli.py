@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--thresholds-against", type=Path, metavar="MODEL_DIR",
                    help="choose the happy and sad thresholds, on validation, so that no"
                         " count figure is worse than this model's (e.g. models/)")
+    f.add_argument("--camera-copies", type=float, default=0.0, metavar="FRACTION",
+                   help="also train this fraction of the training faces as the device's"
+                        " camera path crops them (placed in a frame, found by YuNet)")
     f.add_argument("--no-flip-average", action="store_true",
                    help="classify each face once, not averaged with its mirror image")
     f.add_argument("--zoom-views", type=_floats,
@@ -223,7 +226,7 @@ def _fit(a: argparse.Namespace) -> int:
         label_smoothing=a.label_smoothing, mixup=a.mixup, teacher=a.teacher,
         distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
         members=a.members, stop_by=a.stop_by,
-        thresholds_against=a.thresholds_against)
+        thresholds_against=a.thresholds_against, camera_copies=a.camera_copies)
     if opts.members and opts.teacher:
         raise DataError("--members and --teacher: an ensemble is not trained, so it has no"
                         " teacher; distil from the ensemble's run instead")

@@ -13,6 +13,7 @@
 #   bash training/experiments.sh carry-in          # and back into RUNS (issue13f does it first)
 #   bash training/experiments.sh finished RUN      # exit 0 once RUN reached its planned epochs
 #   bash training/experiments.sh issue13g  # session 17's: ensembles of (o) with (g) and (m)
+#   bash training/experiments.sh issue13h  # session 18's: (g) with camera-path copies of faces
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -254,6 +255,20 @@ issue13g() {
     --members "$o,$g,$m" --version 2026.12-hsno64-w2-ens3 --thresholds-against models
 }
 
+issue13h() {
+  # Session 18 (2026-12-05): every width-2 model leaks 2.7-4.6 points more neutral faces
+  # than the shipped one through the camera path, not on FER's crops (README). (t) is (g)'s
+  # recipe with half the training faces also trained as the camera path crops them
+  # (--camera-copies 0.5: ~12,900 more faces an epoch, so ~x1.5 (g)'s epoch), to see whether
+  # that gap closes; compare with (g), which differs in nothing else. The copies are cached
+  # in the run directory (YuNet over ~12,900 frames, once; not carried: made again, the
+  # same, after carry-in). Carried across sessions like (g).
+  carry_in
+  run hsno-64-w2-cc --labels hsno --size 64 --width 2 --epochs 50 --camera-copies 0.5 \
+    --version 2026.12-hsno64-w2-cc --thresholds-against models
+  if ! finished hsno-64-w2-cc; then carry_out hsno-64-w2-cc; fi
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -271,12 +286,12 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

@@ -72,6 +72,9 @@ class FitOptions:
     stop_by: float | None = None  # Unix time: stop after the last epoch that ends before it
     # A model dir: happy/sad thresholds leaving no count figure worse than its (operating.py)
     thresholds_against: Path | None = None
+    # Fraction of training faces trained a second time as the camera path crops them
+    # (training/camera_copies.py); 0 = off
+    camera_copies: float = 0.0
 
 
 @dataclass
@@ -111,7 +114,11 @@ def prepare(opts: FitOptions, detector: Path | None = None) -> Prepared:
         x, extra = _aligned(opts, images, va, test.images if test else [], detector)
     else:
         x = to_array(images, opts.size)
-    return Prepared(label_set, x[tr], y[tr], x[va], y[va],
+    x_tr, y_tr = x[tr], y[tr]
+    if opts.camera_copies > 0:
+        x_tr, y_tr = _with_copies(opts, [images[i] for i in tr], x_tr, y_tr,
+                                  [images[i] for i in va], extra, detector)
+    return Prepared(label_set, x_tr, y_tr, x[va], y[va],
                     test.images if test else [], test.emotions if test else [], report,
                     extra, val_images=[images[i] for i in va])
 
@@ -141,6 +148,36 @@ def _aligned(opts: FitOptions, images: list[np.ndarray], va: np.ndarray,
                         align_eye_y=geometry["align_eye_y"])
     return to_aligned_array(images, lms, pre), {"align": geometry, "preprocessing": pre,
                                                 "test_landmarks": test_lms}
+
+
+def _with_copies(opts: FitOptions, train_images: list[np.ndarray], x_tr: np.ndarray,
+                 y_tr: np.ndarray, val_images: list[np.ndarray], extra: dict[str, Any],
+                 detector: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """The training arrays with camera copies appended (cached in the run directory),
+    cropped with the framing the device will use: measured on validation, as export does."""
+    from device.detect import find_yunet
+    from device.manifest import Preprocessing
+    from training.camera_copies import cached_copies, camera_copies
+    from training.framing import measure_framing
+
+    path = find_yunet(detector)
+    if path is None:
+        raise ValueError("--camera-copies needs the YuNet model: pass --detector PATH")
+    pre = extra.get("preprocessing")
+    if pre is None:
+        if opts.crop_scale is not None:
+            framing = {"crop_scale": opts.crop_scale, "crop_shift_y": opts.crop_shift_y or 0.0}
+        else:
+            framing = measure_framing(val_images, path)
+        pre = Preprocessing(size=opts.size, crop_scale=framing["crop_scale"],
+                            crop_shift_y=framing["crop_shift_y"])
+    key = {"fraction": opts.camera_copies, "seed": opts.seed, "faces": len(train_images),
+           "preprocessing": pre.model_dump_json()}
+    opts.out.mkdir(parents=True, exist_ok=True)
+    idx, copies = cached_copies(
+        opts.out / "camera_copies.npz", key,
+        lambda: camera_copies(train_images, opts.camera_copies, opts.seed, pre, path))
+    return np.concatenate([x_tr, copies]), np.concatenate([y_tr, y_tr[idx]])
 
 
 class Checkpointer:

@@ -1,0 +1,68 @@
+"""Training faces as the device sees them: placed in camera frames, found and cropped.
+
+Every width-2 model leaks more neutral faces through the camera path than on FER's own
+crops, more than the shipped model does (README, issue 13). `fit --camera-copies F` adds,
+for a seeded fraction F of the training faces, a second copy made the way the camera-path
+evaluation makes its faces (training/camera_eval.py: a 640x480 frame, the device's
+detector, the device's crop with the framing measured on validation), with the same label.
+The copies use a frame seed of their own, and only training faces, so the evaluation's
+validation frames stay unseen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.align import face_crop
+from device.manifest import Preprocessing
+from device.preprocess import resize_face
+
+log = logging.getLogger(__name__)
+COPY_SEED_OFFSET = 7919  # frame seed = fit seed + this: never the evaluation's 0, 1, 2
+
+
+def camera_copies(images: list[np.ndarray], fraction: float, seed: int,
+                  pre: Preprocessing, yunet: Path
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into `images`, N x size x size uint8 copies) of the seeded `fraction` of
+    faces whose camera frame held a face the device's detector found."""
+    from training.camera_eval import camera_faces, device_detector
+
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"--camera-copies {fraction}: give a fraction in (0, 1]")
+    rng = np.random.default_rng(seed)
+    n = round(len(images) * fraction)
+    pick = np.sort(rng.choice(len(images), n, replace=False))
+    t0 = time.monotonic()
+    idx: list[int] = []
+    out: list[np.ndarray] = []
+    for i, gray, box, lm in camera_faces(device_detector(yunet), images, pick,
+                                         (seed + COPY_SEED_OFFSET,)):
+        idx.append(i)
+        out.append(resize_face(face_crop(gray, box, lm, pre), pre.size))
+    log.info("camera copies: %d of %d picked faces found in %.0f s", len(idx), n,
+             time.monotonic() - t0)
+    copies = np.stack(out) if out else np.zeros((0, pre.size, pre.size), np.uint8)
+    return np.asarray(idx, np.int64), copies
+
+
+def cached_copies(cache: Path, key: dict[str, Any], make: Any
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The copies stored in `cache` when they were made with `key`; else made and stored,
+    so a resumed run does not detect every face again."""
+    want = repr(sorted(key.items()))
+    if cache.exists():
+        with np.load(cache) as z:
+            if str(z["key"]) == want:
+                return z["idx"], z["copies"]
+        log.info("camera copies: %s was made with other options; making them again", cache)
+    idx, copies = make()
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez_compressed(tmp, key=np.array(want), idx=idx, copies=copies)
+    tmp.replace(cache)
+    return idx, copies

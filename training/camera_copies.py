@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ def camera_copies(images: list[np.ndarray], fraction: float, seed: int,
     return np.asarray(idx, np.int64), copies
 
 
-def cached_copies(cache: Path, key: dict[str, Any], make: Any
+def cached_copies(cache: Path, key: dict[str, Any],
+                  make: Callable[[], tuple[np.ndarray, np.ndarray]]
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The copies stored in `cache` when they were made with `key`; else made and stored,
     so a resumed run does not detect every face again."""

@@ -19,8 +19,10 @@ from tests.daemonproc import NotifySocket, clear_of_the_hour, finish, start, wri
 pytestmark = pytest.mark.timeout(300)
 
 
-def config(tmp_path: Path, model_dir: Path, checkpoint_s: float) -> Path:
-    clear_of_the_hour()  # one window_s = 3600 window per run
+def hour_window_config(tmp_path: Path, model_dir: Path, checkpoint_s: float) -> Path:
+    """A config with one window_s = 3600 window per run: written once the next wall-clock
+    hour, where such a window closes, is at least 2 minutes away (waits until then)."""
+    clear_of_the_hour()
     cfg = write_config(tmp_path / "c.toml", model_dir, None)
     text = cfg.read_text().replace("window_s = 2", "window_s = 3600")
     cfg.write_text(text.replace("[spool]\n", f"[spool]\ncheckpoint_s = {checkpoint_s}\n"))
@@ -50,7 +52,7 @@ def crash(p: subprocess.Popen[str]) -> float:
 
 def test_kill_9_mid_window_recovers_it_with_the_viewers_on_screen(
         model_dir: Path, tmp_path: Path) -> None:
-    cfg = config(tmp_path, model_dir, 1)
+    cfg = hour_window_config(tmp_path, model_dir, 1)
     # The sample scenario's first person is on screen from 0 to 8 s: killed at 5 s, the
     # last checkpoint (at most 1 s earlier) counts them while still in view.
     t_kill = crash(started(tmp_path, cfg, 5.0))
@@ -72,7 +74,7 @@ def test_kill_9_mid_window_recovers_it_with_the_viewers_on_screen(
 
 def test_kill_9_before_the_first_checkpoint_shows_as_a_seq_gap(
         model_dir: Path, tmp_path: Path) -> None:
-    cfg = config(tmp_path, model_dir, 600)
+    cfg = hour_window_config(tmp_path, model_dir, 600)
     # The window's number is taken (and persisted) when it opens, at the first frame.
     crash(started(tmp_path, cfg, 2.0))
     rc, _, err = finish(start(cfg, "--duration", "2", "--json"), timeout=60)

@@ -305,8 +305,8 @@ step "seccomp (aarch64): the daemon's traced calls, against the unit's SystemCal
 command -v systemd-analyze >/dev/null || die "needs systemd-analyze (package systemd) on the host"
 mqtt_conf='/^\[mqtt\]/,/^\[/ s/^enabled = true/enabled = false/'
 if command -v mosquitto >/dev/null; then
-  port=$("$host_py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])')
+  # The tests' own picker: below the ephemeral range, where no client's source port lands.
+  port=$(PYTHONPATH=$repo "$host_py" -c 'from tests.broker import free_port; print(free_port())')
   mosquitto -p "$port" >"$run/mosquitto.log" 2>&1 &
   broker=$!
   mqtt_conf="/^\[mqtt\]/,/^\[/ { s/^host = .*/host = \"127.0.0.1\"/; s/^port = .*/port = $port/ }"

@@ -198,7 +198,7 @@ class Daemon:
         """The retained status payload (device/schemas/status.schema.json)."""
         p, g = self.pipeline, self.grabber
         assert p is not None and g is not None
-        cam_state = self._camera_state()
+        cam_state = camera_state(g)
         faults = dict(self.faults)
         ack_fault = getattr(self.publisher, "ack_fault", None)
         if ack_fault and "spool" not in faults:
@@ -231,10 +231,6 @@ class Daemon:
             "clock": {"synchronized": self.synced, "source": self.clock_source},
             "faults": faults,
         }
-
-    def _camera_state(self) -> str:
-        assert self.grabber is not None
-        return camera_state(self.grabber)
 
     def _update_faults(self) -> None:
         assert self.grabber is not None

@@ -73,6 +73,9 @@ def test_members_that_saw_other_faces_or_another_split_are_refused(tmp_path: Pat
         assert "Traceback" not in p.stderr
     p = fit_tiny(data, tmp_path / "both", "--members", f"{a},{a}", "--teacher", str(a))
     assert p.returncode == 2 and "--members and --teacher" in p.stderr
+    p = fit_tiny(data, tmp_path / "copies", "--members", f"{a},{a}", "--camera-copies", "0.5")
+    assert p.returncode == 2 and "--members and --camera-copies" in p.stderr
+    assert not (tmp_path / "copies" / "camera_copies.npz").exists()
 
 
 @pytest.mark.slow

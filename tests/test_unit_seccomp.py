@@ -12,16 +12,30 @@ from __future__ import annotations
 import ctypes.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 from device.payloads import validate_mood
 from tests.broker import Broker, Subscriber
-from tests.daemonproc import DEV, ROOT, NotifySocket, moods, terminate, write_config
+from tests.daemonproc import (
+    DEV,
+    ROOT,
+    NotifySocket,
+    last_status,
+    moods,
+    terminate,
+    write_config,
+)
 from tests.seccomp import unit_filter
+from tests.test_spool_faults import fill, tiny_fs  # noqa: F401  (tiny_fs: a fixture)
 
 UNIT = ROOT / "systemd" / "moodcam.service"
 LAUNCH = [sys.executable, str(ROOT / "tests" / "seccomp.py"), str(UNIT), "--"]
@@ -149,3 +163,66 @@ def test_the_daemon_detects_classifies_and_publishes_under_the_units_filter(
     # The sample's face was found and classified: the detector and the model ran.
     assert sum(sum(m["detections"].values()) for m in got) > 0
     assert "READY=1" in notify.text() and "WATCHDOG=1" in notify.text()
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(240)
+def test_the_daemon_lives_through_its_faults_under_the_units_filter(
+        mosquitto: Broker, model_dir: Path, tiny_fs: Path, tmp_path: Path,  # noqa: F811
+        astronaut_bgr: np.ndarray) -> None:
+    """The paths a short run never takes, under the filter: the camera (an image folder)
+    goes and comes back (reopen), SIGHUP reloads config and model, the spool's disk fills
+    and frees, the broker crashes and returns (reconnect). None may need a denied call."""
+    folder = tmp_path / "frames"
+
+    def frames() -> None:
+        folder.mkdir()
+        for i in range(150):
+            cv2.imwrite(str(folder / f"{i:04d}.jpg"), cv2.resize(astronaut_bgr, (320, 240)))
+
+    frames()
+    cfg = write_config(tmp_path / "c.toml", model_dir, mosquitto.port)
+    cfg.write_text(cfg.read_text()
+                   .replace('source = "sample"', f'source = "{folder}"\nretry_initial_s = 0.2'
+                            "\nretry_max_s = 1.0")
+                   .replace(str(tmp_path / "spool.sqlite"), str(tiny_fs / "spool.sqlite")))
+    sub = Subscriber(mosquitto, [f"moodcam/{DEV}/#"])
+
+    def since(n: int, pred: Callable[[dict[str, Any]], bool]) -> bool:
+        return sub.wait_for(lambda: any(pred(m) for m in moods(sub)[n:]), timeout=40)
+
+    def state(pred: Callable[[dict[str, Any]], bool]) -> bool:
+        return sub.wait_for(lambda: pred(last_status(sub)), timeout=40)
+
+    p = subprocess.Popen([*LAUNCH, sys.executable, "-m", "device.cli", "run", "--config",
+                          str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin",
+                                                   "PYTHONPATH": str(ROOT)})
+    try:
+        assert since(0, lambda m: m["frames"] > 0), "no frames at start"
+        shutil.rmtree(folder)
+        assert state(lambda s: "camera" in s.get("faults", {})), "the camera loss"
+        frames()
+        assert since(len(moods(sub)), lambda m: m["frames"] > 0), "the camera's return"
+        p.send_signal(signal.SIGHUP)
+        fill(tiny_fs / "filler")
+        assert state(lambda s: "spool" in s.get("faults", {})), "the full disk"
+        (tiny_fs / "filler").unlink()
+        assert state(lambda s: not s.get("faults")), "the freed disk"
+        mosquitto.kill()
+        mosquitto.start()
+        n = len(moods(sub))
+        assert sub.wait_for(lambda: len(moods(sub)) >= n + 2, timeout=40), "reconnect"
+        rc, _, err = terminate(p)
+    finally:
+        sub.close()
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert rc == 0, err[-3000:]
+    assert "Traceback" not in err and "not permitted" not in err.lower(), err[-3000:]
+    for line in ("is gone", "reloaded: model", "database or disk is full", "works again",
+                 "MQTT: connected"):
+        assert line in err, f"{line!r} not logged:\n{err[-3000:]}"
+    for m in moods(sub):
+        validate_mood(m)

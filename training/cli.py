@@ -230,6 +230,9 @@ def _fit(a: argparse.Namespace) -> int:
     if opts.members and opts.teacher:
         raise DataError("--members and --teacher: an ensemble is not trained, so it has no"
                         " teacher; distil from the ensemble's run instead")
+    if opts.members and opts.camera_copies:
+        raise DataError("--members and --camera-copies: an ensemble is not trained, so"
+                        " copies would change nothing; train its members with them")
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
                         " choose a new --out")

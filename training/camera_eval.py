@@ -146,7 +146,7 @@ def evaluate_camera_path(model: Path, data: Path, yunet: Path | None,
                                                   clf.thresholds)
     if len(seeds) > 1:
         out["by_frame_seed"] = {str(sd): f for sd, f in zip(seeds, per_seed, strict=True)}
-    log.info("camera path: %d of %d faces detected (%s)", len(emotions), len(idx),
+    log.info("camera path: %d of %d frames' faces detected (%s)", len(emotions), images,
              detector.describe())
     return out
 

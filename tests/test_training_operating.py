@@ -12,7 +12,15 @@ from device.classify import Classifier
 from training.camera_eval import camera_faces, device_detector
 from training.data import load_splits
 from training.decision import DECISION_SEEDS, decide_index, score_rule
-from training.operating import HIGHER, LOWER, face_sets, no_worse_thresholds, same_split
+from training.operating import (
+    HIGHER,
+    LOWER,
+    face_set,
+    face_sets,
+    gain_interval,
+    no_worse_thresholds,
+    same_split,
+)
 from training.report import threshold_lines
 
 LABELS = ["happy", "sad", "neutral", "other"]
@@ -36,11 +44,13 @@ def test_a_sharper_model_gets_thresholds_no_worse_on_any_figure() -> None:
     weak, emotions = _model(rng, 1.5, 400)
     strong, _ = _model(rng, 2.5, 400)
     th = np.full(4, 0.5)
-    ref = score_rule(decide_index(weak, np.full(4, 0.7)), emotions, LABELS)
+    ref_decided = decide_index(weak, np.full(4, 0.7))
+    ref = score_rule(ref_decided, emotions, LABELS)
     # Not every point qualifies: at the grid's lowest thresholds it leaks more.
     low = score_rule(decide_index(strong, np.full(4, 0.3)), emotions, LABELS)
     assert low.neutral_leak > ref.neutral_leak
-    found = no_worse_thresholds([(strong, emotions, ref)], LABELS, th)
+    found = no_worse_thresholds([face_set(strong, emotions, ref_decided)], LABELS, th)
+    assert found["references"] == [ref.row()]
     assert found["qualifies"]
     th2 = th.copy()
     th2[0], th2[1] = found["happy"], found["sad"]
@@ -55,14 +65,51 @@ def test_none_when_the_reference_is_better_everywhere() -> None:
     strong, emotions = _model(rng, 4.0)
     weak, _ = _model(rng, 0.3)
     th = np.full(4, 0.4)
-    ref = score_rule(decide_index(strong, th), emotions, LABELS)
-    found = no_worse_thresholds([(weak, emotions, ref)], LABELS, th)
+    found = no_worse_thresholds([face_set(weak, emotions, decide_index(strong, th))],
+                                LABELS, th)
     assert not found["qualifies"] and found["worst"]["short_by"] > 0
+    # Far behind: the whole bootstrap interval of its gain is below zero, and says so.
+    lo, hi = found["worst"]["gain_interval_95"]
+    assert lo <= -found["worst"]["short_by"] <= hi < 0
     # The run's report says so and names the nearest miss, so the engineer knows why.
     text = "\n".join(threshold_lines({"reference": "ref 1", "faces": ["validation crops"],
                                        "result": found}))
     assert "Count-matched: no happy and sad thresholds" in text
     assert f"short by {found['worst']['short_by']:.2%}" in text
+    assert f"lies in [{lo:+.2%}, {hi:+.2%}] (95%)." in text
+
+
+def test_a_miss_the_face_sample_explains_has_an_interval_across_zero() -> None:
+    """Two models that differ on a handful of faces: the nearest miss is small and its
+    paired bootstrap interval spans zero, so the report can say so."""
+    rng = np.random.default_rng(3)
+    probs, emotions = _model(rng, 2.0, 800)
+    th = np.full(4, 0.5)
+    ref = decide_index(probs, th)
+    worse = probs.copy()
+    neutral = np.flatnonzero(np.asarray(emotions) == "neutral")
+    flip = neutral[ref[neutral] == 2][:2]  # two neutral faces the reference kept neutral
+    worse[flip] = [0.0, 0.9, 0.1, 0.0]  # now counted sad at any threshold up to 0.9
+    found = no_worse_thresholds([face_set(worse, emotions, ref)], LABELS, th)
+    assert not found["qualifies"]
+    lo, hi = found["worst"]["gain_interval_95"]
+    assert lo < -found["worst"]["short_by"] / 2 and hi >= 0
+
+
+def test_rows_of_one_face_resample_together() -> None:
+    """A face found in three seeds' frames is one face, not three: the interval of three
+    grouped copies is the interval of one copy, and ungrouped copies would narrow it."""
+    rng = np.random.default_rng(4)
+    probs, emotions = _model(rng, 1.5, 300)
+    ref = decide_index(_model(rng, 2.0, 300)[0], np.full(4, 0.5))
+    th = np.full(4, 0.5)
+    one = gain_interval(face_set(probs, emotions, ref), LABELS, th, "sad_recall")
+    tripled = (np.tile(probs, (3, 1)), emotions * 3, np.tile(ref, 3))
+    grouped = gain_interval(face_set(*tripled, np.tile(np.arange(300), 3)), LABELS, th,
+                            "sad_recall")
+    assert grouped == one
+    loose = gain_interval(face_set(*tripled), LABELS, th, "sad_recall")
+    assert loose[1] - loose[0] < 0.7 * (one[1] - one[0])
 
 
 def test_a_reference_that_held_out_other_faces_is_refused() -> None:
@@ -90,10 +137,11 @@ def test_the_camera_faces_of_every_frame_seed_are_pooled(model_dir: Path, fer_zi
     assert DECISION_SEEDS == (0, 1, 2)
     assert names[1] == (f"the same faces through the camera path, frame seeds 0, 1, 2"
                         f" ({sum(found)} found)")
-    probs, faces, ref = sets[1]
-    assert len(probs) == len(faces) == sum(found)
-    # Against itself on the same pooled faces, the reference's figures are the model's own.
-    assert score_rule(decide_index(probs, np.asarray(clf.thresholds)), faces,
-                      clf.labels) == ref
+    probs, faces, ref, groups = sets[1]
+    assert len(probs) == len(faces) == len(groups) == sum(found)
+    # Each row remembers its face: a face found in every seed's frames is one group.
+    assert len(set(groups.tolist())) <= 90 and np.bincount(groups).max() <= 3
+    # Against itself on the same pooled faces, the reference decides as the model does.
+    assert (decide_index(probs, np.asarray(clf.thresholds)) == ref).all()
     names1, sets1 = face_sets(clf, clf, images, emotions, yunet_path, (1,))
     assert len(sets1[1][0]) == found[1] and "frame seeds 1 (" in names1[1]

@@ -8,7 +8,9 @@ where sad recall and precision, happy recall and precision are at least the refe
 the neutral leak at most the reference's, on the same faces (the validation crops and,
 with YuNet, the camera path, pooled over several seeds' frames); among such points the one
 whose happy and sad counts are nearest the truth is kept. When none qualifies, the nearest
-miss is reported instead.
+miss is reported instead, with a paired bootstrap interval of its shortfall: resampling
+faces (a face found in several seeds' frames is resampled as one) says whether a miss is
+larger than the face sample alone would move it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,7 +30,44 @@ HIGHER = ("sad_recall", "sad_precision", "happy_recall", "happy_precision")
 LOWER = ("neutral_leak",)
 GRID = np.round(np.arange(0.30, 0.901, 0.01), 2)  # covers count_thresholds (0.35-0.9)
 
-FaceSet = tuple[np.ndarray, "list[str] | np.ndarray", RuleScore]  # probs, emotions, ref
+BOOTSTRAP_RESAMPLES = 1000
+
+
+class FaceSet(NamedTuple):
+    probs: np.ndarray  # the model's, faces x labels
+    emotions: np.ndarray  # true emotion per face
+    ref: np.ndarray  # the reference's decided label index per face (decide_index)
+    groups: np.ndarray  # the original face of each row: rows of one face resample together
+
+
+def face_set(probs: np.ndarray, emotions: Sequence[str] | np.ndarray, ref: np.ndarray,
+             groups: np.ndarray | None = None) -> FaceSet:
+    """A FaceSet; without groups, every row is its own face."""
+    return FaceSet(probs, np.asarray(emotions), ref,
+                   np.arange(len(probs)) if groups is None else np.asarray(groups))
+
+
+def _gain(s: RuleScore, r: RuleScore, figure: str) -> float:
+    """How far `s` is better than `r` on `figure` (< 0: worse)."""
+    d = float(getattr(s, figure) - getattr(r, figure))
+    return d if figure in HIGHER else -d
+
+
+def gain_interval(fs: FaceSet, labels: list[str], thresholds: np.ndarray, figure: str,
+                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float]:
+    """The 95% paired bootstrap interval of the model's gain over the reference on one
+    figure at these thresholds: both are scored on the same resampled faces."""
+    decided = decide_index(fs.probs, thresholds)
+    _, inv = np.unique(fs.groups, return_inverse=True)
+    n = int(inv.max()) + 1
+    rng = np.random.default_rng(seed)
+    gains = np.empty(resamples)
+    for b in range(resamples):
+        rows = np.repeat(np.arange(len(inv)), np.bincount(rng.integers(0, n, n), minlength=n)[inv])
+        gains[b] = _gain(score_rule(decided[rows], fs.emotions[rows], labels),
+                         score_rule(fs.ref[rows], fs.emotions[rows], labels), figure)
+    lo, hi = np.percentile(gains, [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
 
 
 def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.ndarray,
@@ -38,22 +77,22 @@ def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.n
     `qualifies` True. Otherwise the nearest miss (the pair whose worst shortfall is
     smallest), `qualifies` False, with that shortfall in `worst`."""
     hi, si = labels.index("happy"), labels.index("sad")
+    refs = [score_rule(fs.ref, fs.emotions, labels) for fs in sets]
     best: tuple[tuple[float, float], dict[str, Any]] | None = None
-    miss: tuple[float, dict[str, Any]] | None = None
+    miss: tuple[float, dict[str, Any], np.ndarray] | None = None
     for t_h, t_s in itertools.product(grid, grid):
         th = np.asarray(thresholds, np.float64).copy()
         th[hi], th[si] = t_h, t_s
-        scores = [score_rule(decide_index(p, th), e, labels) for p, e, _ in sets]
+        scores = [score_rule(decide_index(fs.probs, th), fs.emotions, labels) for fs in sets]
         # Per face set and figure: how far it is better than the reference (< 0: worse).
-        gains = [(getattr(s, f) - getattr(r, f) if f in HIGHER else getattr(r, f) - getattr(s, f),
-                  k, f) for k, (s, (_, _, r)) in enumerate(zip(scores, sets, strict=True))
+        gains = [(_gain(s, r, f), k, f) for k, (s, r) in enumerate(zip(scores, refs, strict=True))
                  for f in (*HIGHER, *LOWER)]
         point = {"happy": float(t_h), "sad": float(t_s), "scores": [s.row() for s in scores]}
         worst = min(gains)
         if worst[0] < 0:
             if miss is None or worst[0] > miss[0]:
                 miss = (worst[0], {**point, "worst": {"set": worst[1], "figure": worst[2],
-                                                      "short_by": round(-worst[0], 4)}})
+                                                      "short_by": round(-worst[0], 4)}}, th)
             continue
         # Nearest-true counts first (an analyst reads counts), then the widest margins.
         key = (max(max(abs(s.sad_count_error), abs(s.happy_count_error)) for s in scores),
@@ -64,8 +103,11 @@ def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.n
         chosen = {**best[1], "qualifies": True}
     else:
         assert miss is not None  # every grid point either qualifies or misses
-        chosen = {**miss[1], "qualifies": False}
-    return {**chosen, "references": [ref.row() for _, _, ref in sets]}
+        w = miss[1]["worst"]
+        interval = gain_interval(sets[w["set"]], labels, miss[2], w["figure"])
+        chosen = {**miss[1], "worst": {**w, "gain_interval_95": interval},
+                  "qualifies": False}
+    return {**chosen, "references": [ref.row() for ref in refs]}
 
 
 def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],
@@ -84,26 +126,29 @@ def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],
             raise ValueError(f"--thresholds-against: {c.manifest.version} aligns faces;"
                              " only unaligned models are compared")
 
-    def scored(p: np.ndarray, e: list[str]) -> RuleScore:
-        return score_rule(decide_index(p, np.asarray(ref.thresholds)), e, ref.labels)
+    def decided(p: np.ndarray) -> np.ndarray:
+        return decide_index(p, np.asarray(ref.thresholds))
 
     names = [f"validation crops ({len(images)})"]
-    sets: list[FaceSet] = [(classify_faces(clf, images), emotions,
-                            scored(classify_faces(ref, images), emotions))]
+    sets = [face_set(classify_faces(clf, images), emotions,
+                     decided(classify_faces(ref, images)))]
     if yunet is not None:
         # Detected once: both models crop the same boxes, each with its own framing.
         probs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
         found: list[str] = []
+        groups: list[int] = []
         for i, gray, box, lm in camera_faces(device_detector(yunet), images,
                                              np.arange(len(images)), frame_seeds):
             found.append(emotions[i])
+            groups.append(i)
             for c, out in zip((clf, ref), probs, strict=True):
                 out.append(c.probabilities(face_input(gray, box, lm, c.manifest.preprocessing)))
         if {"happy", "sad", "neutral"} <= set(found):  # else its figures are undefined
             seeds = ", ".join(map(str, frame_seeds))
             names.append(f"the same faces through the camera path, frame seeds {seeds}"
                          f" ({len(found)} found)")
-            sets.append((np.stack(probs[0]), found, scored(np.stack(probs[1]), found)))
+            sets.append(face_set(np.stack(probs[0]), found, decided(np.stack(probs[1])),
+                                 np.asarray(groups)))
     return names, sets
 
 

@@ -17,7 +17,7 @@ from training.operating import (
     LOWER,
     face_set,
     face_sets,
-    gain_interval,
+    gain_intervals,
     no_worse_thresholds,
     same_split,
 )
@@ -37,6 +37,12 @@ def _model(rng: np.random.Generator, sharp: float, n: int = 120
     return p / p.sum(axis=1, keepdims=True), emotions
 
 
+def got_at(probs: np.ndarray, emotions: list[str], found: dict[str, float]) -> object:
+    th = np.full(4, 0.5)
+    th[0], th[1] = found["happy"], found["sad"]
+    return score_rule(decide_index(probs, th), emotions, LABELS)
+
+
 def test_a_sharper_model_gets_thresholds_no_worse_on_any_figure() -> None:
     """The reference sits at a cautious point (0.7: precise, little leak), so the sharper
     model's thresholds must be searched, not taken from anywhere on the grid."""
@@ -51,6 +57,11 @@ def test_a_sharper_model_gets_thresholds_no_worse_on_any_figure() -> None:
     assert low.neutral_leak > ref.neutral_leak
     found = no_worse_thresholds([face_set(strong, emotions, ref_decided)], LABELS, th)
     assert found["references"] == [ref.row()]
+    # Each figure's gain at the chosen point lies inside its bootstrap interval.
+    for f in (*HIGHER, *LOWER):
+        lo, hi = found["gain_intervals_95"][0][f]
+        gain = getattr(got_at(strong, emotions, found), f) - getattr(ref, f)
+        assert lo <= (gain if f in HIGHER else -gain) <= hi
     assert found["qualifies"]
     th2 = th.copy()
     th2[0], th2[1] = found["happy"], found["sad"]
@@ -77,6 +88,8 @@ def test_none_when_the_reference_is_better_everywhere() -> None:
     assert "Count-matched: no happy and sad thresholds" in text
     assert f"short by {found['worst']['short_by']:.2%}" in text
     assert f"lies in [{lo:+.2%}, {hi:+.2%}] (95%)." in text
+    leak = found["gain_intervals_95"][0]["neutral_leak"]
+    assert f"| [{leak[0]:+.2%}, {leak[1]:+.2%}] |" in text
 
 
 def test_a_miss_the_face_sample_explains_has_an_interval_across_zero() -> None:
@@ -103,13 +116,12 @@ def test_rows_of_one_face_resample_together() -> None:
     probs, emotions = _model(rng, 1.5, 300)
     ref = decide_index(_model(rng, 2.0, 300)[0], np.full(4, 0.5))
     th = np.full(4, 0.5)
-    one = gain_interval(face_set(probs, emotions, ref), LABELS, th, "sad_recall")
+    one = gain_intervals(face_set(probs, emotions, ref), LABELS, th)
     tripled = (np.tile(probs, (3, 1)), emotions * 3, np.tile(ref, 3))
-    grouped = gain_interval(face_set(*tripled, np.tile(np.arange(300), 3)), LABELS, th,
-                            "sad_recall")
-    assert grouped == one
-    loose = gain_interval(face_set(*tripled), LABELS, th, "sad_recall")
-    assert loose[1] - loose[0] < 0.7 * (one[1] - one[0])
+    grouped = gain_intervals(face_set(*tripled, np.tile(np.arange(300), 3)), LABELS, th)
+    assert grouped == one and set(one) == {*HIGHER, *LOWER}
+    loose = gain_intervals(face_set(*tripled), LABELS, th)["sad_recall"]
+    assert loose[1] - loose[0] < 0.7 * (one["sad_recall"][1] - one["sad_recall"][0])
 
 
 def test_a_reference_that_held_out_other_faces_is_refused() -> None:

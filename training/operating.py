@@ -8,9 +8,10 @@ where sad recall and precision, happy recall and precision are at least the refe
 the neutral leak at most the reference's, on the same faces (the validation crops and,
 with YuNet, the camera path, pooled over several seeds' frames); among such points the one
 whose happy and sad counts are nearest the truth is kept. When none qualifies, the nearest
-miss is reported instead, with a paired bootstrap interval of its shortfall: resampling
-faces (a face found in several seeds' frames is resampled as one) says whether a miss is
-larger than the face sample alone would move it.
+miss is reported instead. Either way each figure's gain over the reference at that point
+comes with a paired bootstrap interval: resampling faces (a face found in several seeds'
+frames is resampled as one) says whether a gain or a miss is larger than the face sample
+alone would move it.
 """
 
 from __future__ import annotations
@@ -53,21 +54,25 @@ def _gain(s: RuleScore, r: RuleScore, figure: str) -> float:
     return d if figure in HIGHER else -d
 
 
-def gain_interval(fs: FaceSet, labels: list[str], thresholds: np.ndarray, figure: str,
-                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float]:
-    """The 95% paired bootstrap interval of the model's gain over the reference on one
-    figure at these thresholds: both are scored on the same resampled faces."""
+def gain_intervals(fs: FaceSet, labels: list[str], thresholds: np.ndarray,
+                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                   ) -> dict[str, list[float]]:
+    """Per figure, the 95% paired bootstrap interval of the model's gain over the
+    reference at these thresholds: both are scored on the same resampled faces."""
     decided = decide_index(fs.probs, thresholds)
     _, inv = np.unique(fs.groups, return_inverse=True)
     n = int(inv.max()) + 1
     rng = np.random.default_rng(seed)
-    gains = np.empty(resamples)
+    figures = (*HIGHER, *LOWER)
+    gains = np.empty((resamples, len(figures)))
     for b in range(resamples):
         rows = np.repeat(np.arange(len(inv)), np.bincount(rng.integers(0, n, n), minlength=n)[inv])
-        gains[b] = _gain(score_rule(decided[rows], fs.emotions[rows], labels),
-                         score_rule(fs.ref[rows], fs.emotions[rows], labels), figure)
-    lo, hi = np.percentile(gains, [2.5, 97.5])
-    return [round(float(lo), 4), round(float(hi), 4)]
+        s = score_rule(decided[rows], fs.emotions[rows], labels)
+        r = score_rule(fs.ref[rows], fs.emotions[rows], labels)
+        gains[b] = [_gain(s, r, f) for f in figures]
+    lo, hi = np.percentile(gains, [2.5, 97.5], axis=0)
+    return {f: [round(float(a), 4), round(float(b), 4)]
+            for f, a, b in zip(figures, lo, hi, strict=True)}
 
 
 def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.ndarray,
@@ -78,7 +83,7 @@ def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.n
     smallest), `qualifies` False, with that shortfall in `worst`."""
     hi, si = labels.index("happy"), labels.index("sad")
     refs = [score_rule(fs.ref, fs.emotions, labels) for fs in sets]
-    best: tuple[tuple[float, float], dict[str, Any]] | None = None
+    best: tuple[tuple[float, float], dict[str, Any], np.ndarray] | None = None
     miss: tuple[float, dict[str, Any], np.ndarray] | None = None
     for t_h, t_s in itertools.product(grid, grid):
         th = np.asarray(thresholds, np.float64).copy()
@@ -98,16 +103,19 @@ def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.n
         key = (max(max(abs(s.sad_count_error), abs(s.happy_count_error)) for s in scores),
                -sum(g for g, _, _ in gains))
         if best is None or key < best[0]:
-            best = (key, point)
+            best = (key, point, th)
     if best is not None:
-        chosen = {**best[1], "qualifies": True}
+        chosen, th = {**best[1], "qualifies": True}, best[2]
     else:
         assert miss is not None  # every grid point either qualifies or misses
-        w = miss[1]["worst"]
-        interval = gain_interval(sets[w["set"]], labels, miss[2], w["figure"])
-        chosen = {**miss[1], "worst": {**w, "gain_interval_95": interval},
-                  "qualifies": False}
-    return {**chosen, "references": [ref.row() for ref in refs]}
+        chosen, th = {**miss[1], "qualifies": False}, miss[2]
+    # How far the face sample alone moves each gain at that point (resampled in pairs).
+    intervals = [gain_intervals(fs, labels, th) for fs in sets]
+    if not chosen["qualifies"]:
+        w = chosen["worst"]
+        chosen["worst"] = {**w, "gain_interval_95": intervals[w["set"]][w["figure"]]}
+    return {**chosen, "gain_intervals_95": intervals,
+            "references": [ref.row() for ref in refs]}
 
 
 def face_sets(clf: Classifier, ref: Classifier, images: list[np.ndarray],

@@ -133,8 +133,14 @@ def threshold_lines(rec: dict[str, Any] | None) -> list[str]:
         return ["## Decision thresholds", "", "Per-label thresholds matched to the true"
                 " counts on validation.", ""]
     res = rec["result"]
-    rows = [f"| {name}: {k.replace('_', ' ')} | {ref[k]:.2%} | {got[k]:.2%} |"
-            for name, ref, got in zip(rec["faces"], res["references"], res["scores"], strict=True)
+    spans = res.get("gain_intervals_95") or [{} for _ in rec["faces"]]
+
+    def span(iv: list[float] | None) -> str:
+        return f" [{iv[0]:+.2%}, {iv[1]:+.2%}] |" if iv else " |"
+
+    rows = [f"| {name}: {k.replace('_', ' ')} | {ref[k]:.2%} | {got[k]:.2%} |{span(iv.get(k))}"
+            for name, ref, got, iv in zip(rec["faces"], res["references"], res["scores"],
+                                          spans, strict=True)
             for k in got if k in ("sad_recall", "sad_precision", "neutral_leak",
                                   "happy_recall", "happy_precision")]
     if res["qualifies"]:
@@ -153,7 +159,8 @@ def threshold_lines(rec: dict[str, Any] | None) -> list[str]:
                     f" lies in [{lo:+.2%}, {hi:+.2%}] (95%)" + (
                         ": within what the face sample moves." if hi >= 0 else "."))
     return ["## Decision thresholds", "", how, "",
-            f"| validation | {rec['reference']} | this model |", "|---|---|---|", *rows, ""]
+            f"| validation | {rec['reference']} | this model | its gain, 95% interval"
+            " (faces resampled in pairs) |", "|---|---|---|---|", *rows, ""]
 
 
 def write_report(run: Path, ctx: dict[str, Any]) -> Path:

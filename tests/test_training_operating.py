@@ -157,3 +157,18 @@ def test_the_camera_faces_of_every_frame_seed_are_pooled(model_dir: Path, fer_zi
     assert (decide_index(probs, np.asarray(clf.thresholds)) == ref).all()
     names1, sets1 = face_sets(clf, clf, images, emotions, yunet_path, (1,))
     assert len(sets1[1][0]) == found[1] and "frame seeds 1 (" in names1[1]
+
+
+def test_a_figure_no_resample_defines_has_no_interval() -> None:
+    """Tiny validation sets (a smoke run's) can lack a label's faces: the figures it
+    defines get no interval, the others still do, and the report says n/a."""
+    probs = np.array([[0.9, 0.05, 0.03, 0.02], [0.1, 0.8, 0.05, 0.05], [0.7, 0.2, 0.05, 0.05]])
+    emotions = ["happy", "sad", "happy"]  # no neutral face: the leak is undefined
+    fs = face_set(probs, emotions, np.array([0, 1, 1]))
+    iv = gain_intervals(fs, LABELS, np.full(4, 0.5), resamples=200)
+    assert iv["neutral_leak"] is None
+    assert iv["happy_recall"] is not None and iv["happy_recall"][0] <= iv["happy_recall"][1]
+    found = no_worse_thresholds([fs], LABELS, np.full(4, 0.5))
+    text = "\n".join(threshold_lines({"reference": "ref 1", "faces": ["validation crops"],
+                                       "result": found}))
+    assert "neutral leak" in text and "| n/a |" in text

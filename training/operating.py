@@ -17,6 +17,7 @@ alone would move it.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,23 +57,31 @@ def _gain(s: RuleScore, r: RuleScore, figure: str) -> float:
 
 def gain_intervals(fs: FaceSet, labels: list[str], thresholds: np.ndarray,
                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-                   ) -> dict[str, list[float]]:
+                   ) -> dict[str, list[float] | None]:
     """Per figure, the 95% paired bootstrap interval of the model's gain over the
-    reference at these thresholds: both are scored on the same resampled faces."""
+    reference at these thresholds: both are scored on the same resampled faces. None
+    where no resample defines the figure (a label with no faces)."""
     decided = decide_index(fs.probs, thresholds)
     _, inv = np.unique(fs.groups, return_inverse=True)
     n = int(inv.max()) + 1
     rng = np.random.default_rng(seed)
     figures = (*HIGHER, *LOWER)
     gains = np.empty((resamples, len(figures)))
-    for b in range(resamples):
-        rows = np.repeat(np.arange(len(inv)), np.bincount(rng.integers(0, n, n), minlength=n)[inv])
-        s = score_rule(decided[rows], fs.emotions[rows], labels)
-        r = score_rule(fs.ref[rows], fs.emotions[rows], labels)
-        gains[b] = [_gain(s, r, f) for f in figures]
-    lo, hi = np.percentile(gains, [2.5, 97.5], axis=0)
-    return {f: [round(float(a), 4), round(float(b), 4)]
-            for f, a, b in zip(figures, lo, hi, strict=True)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of no faces: NaN
+        for b in range(resamples):
+            picks = np.bincount(rng.integers(0, n, n), minlength=n)[inv]
+            rows = np.repeat(np.arange(len(inv)), picks)
+            s = score_rule(decided[rows], fs.emotions[rows], labels)
+            r = score_rule(fs.ref[rows], fs.emotions[rows], labels)
+            gains[b] = [_gain(s, r, f) for f in figures]
+    # A resample without a label's faces leaves its figures undefined (NaN): left out.
+    out: dict[str, list[float] | None] = {}
+    for j, f in enumerate(figures):
+        g = gains[:, j][~np.isnan(gains[:, j])]
+        out[f] = ([round(float(v), 4) for v in np.percentile(g, [2.5, 97.5])]
+                  if len(g) else None)
+    return out
 
 
 def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.ndarray,

@@ -136,7 +136,7 @@ def threshold_lines(rec: dict[str, Any] | None) -> list[str]:
     spans = res.get("gain_intervals_95") or [{} for _ in rec["faces"]]
 
     def span(iv: list[float] | None) -> str:
-        return f" [{iv[0]:+.2%}, {iv[1]:+.2%}] |" if iv else " |"
+        return f" [{iv[0]:+.2%}, {iv[1]:+.2%}] |" if iv else " n/a |"
 
     rows = [f"| {name}: {k.replace('_', ' ')} | {ref[k]:.2%} | {got[k]:.2%} |{span(iv.get(k))}"
             for name, ref, got, iv in zip(rec["faces"], res["references"], res["scores"],
@@ -153,7 +153,7 @@ def threshold_lines(rec: dict[str, Any] | None) -> list[str]:
                f" as good as {rec['reference']}'s on validation. Nearest (happy"
                f" {res['happy']:.2f}, sad {res['sad']:.2f}, below): {rec['faces'][w['set']]},"
                f" {w['figure'].replace('_', ' ')} short by {w['short_by']:.2%}.")
-        if "gain_interval_95" in w:
+        if w.get("gain_interval_95"):
             lo, hi = w["gain_interval_95"]
             how += (f" Resampling the faces (paired bootstrap), its gain over the reference"
                     f" lies in [{lo:+.2%}, {hi:+.2%}] (95%)" + (

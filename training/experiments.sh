@@ -14,6 +14,7 @@
 #   bash training/experiments.sh finished RUN      # exit 0 once RUN reached its planned epochs
 #   bash training/experiments.sh issue13g  # session 17's: ensembles of (o) with (g) and (m)
 #   bash training/experiments.sh issue13h  # session 18's: (g) with camera-path copies of faces
+#   bash training/experiments.sh issue13i  # session 20's: ensembles of (t) with (g) and (o)
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -269,6 +270,33 @@ issue13h() {
   if ! finished hsno-64-w2-cc; then carry_out hsno-64-w2-cc; fi
 }
 
+issue13i() {
+  # Session 20 (2026-12-05): (t) finished; at its nearest no-worse point it misses only the
+  # crops' neutral leak, by 0.81 points, and gains 7.2 points of camera sad precision (README).
+  # Ensembles need no training: (u) (t) with (g), which differs from it only in the copies;
+  # (v) (t) with (o), the distilled run. (o) is re-exported first, and with it the runs it
+  # needs ((m), and (n) its teacher); each finished run only re-exports (~2-8 min).
+  carry_in
+  local g=$RUNS/hsno-64-w2-e50 m=$RUNS/hsno-64-w2-e50-s2 o=$RUNS/hsno-64-w2-kd
+  local t=$RUNS/hsno-64-w2-cc n=$RUNS/hsno-64-w2-ens2
+  exported() { [ -f "$1/manifest.json" ]; }
+  exported "$g" || run hsno-64-w2-e50 --labels hsno --size 64 --width 2 --epochs 50 \
+    --version 2026.12-hsno64-w2-e50
+  exported "$t" || run hsno-64-w2-cc --labels hsno --size 64 --width 2 --epochs 50 \
+    --camera-copies 0.5 --version 2026.12-hsno64-w2-cc --thresholds-against models
+  run hsno-64-w2-ens-tg --labels hsno --size 64 --zoom-views 1.0 --members "$t,$g" \
+    --version 2026.12-hsno64-w2-ens-tg --thresholds-against models
+  exported "$m" || run hsno-64-w2-e50-s2 --labels hsno --size 64 --width 2 --epochs 50 \
+    --init-seed 2 --version 2026.12-hsno64-w2-e50-s2
+  exported "$n" || run hsno-64-w2-ens2 --labels hsno --size 64 --zoom-views 1.0 \
+    --members "$g,$m" --version 2026.12-hsno64-w2-ens2
+  exported "$o" || run hsno-64-w2-kd --labels hsno --size 64 --width 2 --epochs 50 \
+    --teacher "$n" --distill-alpha 0.5 --distill-temperature 4 \
+    --version 2026.12-hsno64-w2-kd --thresholds-against models
+  run hsno-64-w2-ens-to --labels hsno --size 64 --zoom-views 1.0 --members "$t,$o" \
+    --version 2026.12-hsno64-w2-ens-to --thresholds-against models
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -286,12 +314,12 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

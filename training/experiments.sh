@@ -15,6 +15,7 @@
 #   bash training/experiments.sh issue13g  # session 17's: ensembles of (o) with (g) and (m)
 #   bash training/experiments.sh issue13h  # session 18's: (g) with camera-path copies of faces
 #   bash training/experiments.sh issue13i  # session 20's: ensembles of (t) with (g) and (o)
+#   bash training/experiments.sh issue13j  # session 20's: (v) teaches a student with camera copies
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -303,6 +304,23 @@ issue13i() {
     --members "$t,$o" --version 2026.12-hsno64-w2-ens-to1 --thresholds-against "${REF:-models}"
 }
 
+issue13j() {
+  # Session 20 (2026-12-05): the copies helped (t) most on the camera path, distillation
+  # helped (o) most on FER's crops. (x) combines them: a width-2 student with (t)'s camera
+  # copies, taught by (v) ((t) + (o) with mirror views, the best model judged so far but
+  # over the face budget alone); one width-2 student has room for mirror and zoom views.
+  # An epoch costs ~x1.5 (copies) x ~1.8 (the teacher's pass) a plain width-2 epoch
+  # (~470 s on idle cores), so 50 epochs span sessions: carried like (t). (v) is remade
+  # by issue13i (needs no training) when its run directory is gone.
+  carry_in
+  local v=$RUNS/hsno-64-w2-ens-to
+  if [ ! -f "$v/checkpoint/last.keras" ]; then issue13i; fi
+  run hsno-64-w2-kdcc --labels hsno --size 64 --width 2 --epochs 50 --camera-copies 0.5 \
+    --teacher "$v" --distill-alpha 0.5 --distill-temperature 4 \
+    --version 2026.12-hsno64-w2-kdcc --thresholds-against "${REF:-models}"
+  if ! finished hsno-64-w2-kdcc; then carry_out hsno-64-w2-kdcc; fi
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -320,12 +338,12 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

@@ -271,37 +271,50 @@ issue13h() {
   if ! finished hsno-64-w2-cc; then carry_out hsno-64-w2-cc; fi
 }
 
-issue13i() {
-  # Session 20 (2026-12-05): (t) finished; at its nearest no-worse point it misses only the
-  # crops' neutral leak, by 0.81 points, and gains 7.2 points of camera sad precision (README).
-  # Ensembles need no training: (u) (t) with (g), which differs from it only in the copies;
-  # (v) (t) with (o), the distilled run. (o) is re-exported first, and with it the runs it
-  # needs ((m), and (n) its teacher); each finished run only re-exports (~2-8 min).
-  carry_in
+exported() { [ -f "$1/manifest.json" ]; }  # exported RUN_DIR: the run wrote its model
+
+issue13i_members() {
+  # Re-export, from their carried checkpoints, the runs the (t) ensembles need: (g), (t),
+  # and (o) with what (o) needs ((m), and (n) its teacher); each finished run only
+  # re-exports (~2-8 min), one already exported is left alone.
   local g=$RUNS/hsno-64-w2-e50 m=$RUNS/hsno-64-w2-e50-s2 o=$RUNS/hsno-64-w2-kd
-  local t=$RUNS/hsno-64-w2-cc n=$RUNS/hsno-64-w2-ens2
-  exported() { [ -f "$1/manifest.json" ]; }
+  local t=$RUNS/hsno-64-w2-cc n=$RUNS/hsno-64-w2-ens2 ref=${REF:-models}
   exported "$g" || run hsno-64-w2-e50 --labels hsno --size 64 --width 2 --epochs 50 \
     --version 2026.12-hsno64-w2-e50
   exported "$t" || run hsno-64-w2-cc --labels hsno --size 64 --width 2 --epochs 50 \
-    --camera-copies 0.5 --version 2026.12-hsno64-w2-cc --thresholds-against "${REF:-models}"
-  run hsno-64-w2-ens-tg --labels hsno --size 64 --zoom-views 1.0 --members "$t,$g" \
-    --version 2026.12-hsno64-w2-ens-tg --thresholds-against "${REF:-models}"
+    --camera-copies 0.5 --version 2026.12-hsno64-w2-cc --thresholds-against "$ref"
   exported "$m" || run hsno-64-w2-e50-s2 --labels hsno --size 64 --width 2 --epochs 50 \
     --init-seed 2 --version 2026.12-hsno64-w2-e50-s2
   exported "$n" || run hsno-64-w2-ens2 --labels hsno --size 64 --zoom-views 1.0 \
     --members "$g,$m" --version 2026.12-hsno64-w2-ens2
   exported "$o" || run hsno-64-w2-kd --labels hsno --size 64 --width 2 --epochs 50 \
     --teacher "$n" --distill-alpha 0.5 --distill-temperature 4 \
-    --version 2026.12-hsno64-w2-kd --thresholds-against "${REF:-models}"
-  run hsno-64-w2-ens-to --labels hsno --size 64 --zoom-views 1.0 --members "$t,$o" \
-    --version 2026.12-hsno64-w2-ens-to --thresholds-against "${REF:-models}"
-  # (w) (v) with one view: (v) qualifies, but at two invokes of ~2.5x the shipped model's a
-  # face it sits at the 1.5 ms face budget; (w) costs half. (w) is shipped since 2026-12-05,
-  # so REF names the model these were judged against: REF=OLD/models after
+    --version 2026.12-hsno64-w2-kd --thresholds-against "$ref"
+}
+
+issue13i_v() {  # (v) (t) + (o), mirror views
+  run hsno-64-w2-ens-to --labels hsno --size 64 --zoom-views 1.0 \
+    --members "$RUNS/hsno-64-w2-cc,$RUNS/hsno-64-w2-kd" --version 2026.12-hsno64-w2-ens-to \
+    --thresholds-against "${REF:-models}"
+}
+
+issue13i() {
+  # Session 20 (2026-12-05): (t) finished; at its nearest no-worse point it misses only the
+  # crops' neutral leak, by 0.81 points, and gains 7.2 points of camera sad precision (README).
+  # Ensembles need no training: (u) (t) with (g), which differs from it only in the copies;
+  # (v) (t) with (o), the distilled run. (w) is shipped since 2026-12-05, so REF names the
+  # model these were judged against: REF=OLD/models after
   # `git archive a969796 models | tar -x -C OLD` (2026.11.24-hsno64-e50).
+  carry_in
+  issue13i_members
+  local t=$RUNS/hsno-64-w2-cc g=$RUNS/hsno-64-w2-e50 o=$RUNS/hsno-64-w2-kd ref=${REF:-models}
+  run hsno-64-w2-ens-tg --labels hsno --size 64 --zoom-views 1.0 --members "$t,$g" \
+    --version 2026.12-hsno64-w2-ens-tg --thresholds-against "$ref"
+  issue13i_v
+  # (w) (v) with one view: (v) qualifies, but at two invokes of ~2.5x the old model's a
+  # face it sits at the 1.5 ms face budget; (w) costs half.
   run hsno-64-w2-ens-to1 --labels hsno --size 64 --zoom-views 1.0 --no-flip-average \
-    --members "$t,$o" --version 2026.12-hsno64-w2-ens-to1 --thresholds-against "${REF:-models}"
+    --members "$t,$o" --version 2026.12-hsno64-w2-ens-to1 --thresholds-against "$ref"
 }
 
 issue13j() {
@@ -310,11 +323,11 @@ issue13j() {
   # copies, taught by (v) ((t) + (o) with mirror views, the best model judged so far but
   # over the face budget alone); one width-2 student has room for mirror and zoom views.
   # An epoch costs ~x1.5 (copies) x ~1.8 (the teacher's pass) a plain width-2 epoch
-  # (~470 s on idle cores), so 50 epochs span sessions: carried like (t). (v) is remade
-  # by issue13i (needs no training) when its run directory is gone.
+  # (263-274 s measured), so 50 epochs span sessions: carried like (t). (v) needs no
+  # training and is remade when its run directory is gone.
   carry_in
   local v=$RUNS/hsno-64-w2-ens-to
-  if [ ! -f "$v/checkpoint/last.keras" ]; then issue13i; fi
+  if [ ! -f "$v/checkpoint/last.keras" ]; then issue13i_members; issue13i_v; fi
   run hsno-64-w2-kdcc --labels hsno --size 64 --width 2 --epochs 50 --camera-copies 0.5 \
     --teacher "$v" --distill-alpha 0.5 --distill-temperature 4 \
     --version 2026.12-hsno64-w2-kdcc --thresholds-against "${REF:-models}"

@@ -42,6 +42,11 @@ def test_an_ensemble_averages_its_members_exports_reports_and_teaches(tmp_path: 
     # It teaches a student like any finished run.
     p = fit_tiny(data, tmp_path / "student", "--epochs", "1", "--teacher", str(ens))
     assert p.returncode == 0, p.stderr[-3000:]
+    # Its card says how to rebuild it: both members, then the ensemble, then the student.
+    card = (tmp_path / "student" / "MODEL_CARD.md").read_text().split("## Reproduce")[1]
+    order = [card.index(f"--out {run}") for run in (a, b, ens, tmp_path / "student")]
+    assert order == sorted(order), card
+    assert "--width 1.5" in card
 
 
 @pytest.mark.slow

@@ -19,9 +19,18 @@ from device.preprocess import softmax
 from training.data import FER_EMOTIONS, to_array
 from training.evaluate import classify_faces, views_text, write_metrics
 from training.export import build_manifest, convert_int8, float_logits, write_golden
-from training.fit import ZOOM_CANDIDATES, FitOptions, Prepared, prepare, refuse_past_deadline, train
+from training.fit import (
+    ZOOM_CANDIDATES,
+    FitOptions,
+    Prepared,
+    _jsonable,
+    prepare,
+    refuse_past_deadline,
+    train,
+)
 from training.framing import measure_framing
 from training.landmarks import to_aligned_array
+from training.lineage import lineage
 from training.metrics import count_thresholds, ece, evaluate_probs, fit_temperature
 from training.report import (
     plot_confusion,
@@ -135,6 +144,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
            "best_epoch": state.get("best_epoch"), "align": prep.extra.get("align"),
            "members": state.get("members"),
+           "lineage": lineage(_jsonable(opts), str(opts.data)),
            "thresholds_against": manifest.training.get("thresholds_against"),
            "views": views_text({"flip_average": opts.flip_average,
                                 "zoom_views": list(zoom_views)})}

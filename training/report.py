@@ -234,12 +234,20 @@ shifts, zoom, rotation, brightness, contrast, gamma, blur/sharpen, noise, down-u
   missed by the detector.
 
 ## Reproduce
-`{ctx['command']}` then
+{_lineage_text(ctx.get('lineage') or [])}`{ctx['command']}` then
 `moodcam-train evaluate --model {ctx['model_ref']} --data fer2013.zip`.
 """
     path = run / "MODEL_CARD.md"
     path.write_text(text)
     return path
+
+
+def _lineage_text(commands: list[str]) -> str:
+    if not commands:
+        return ""
+    steps = "".join(f"{i}. `{c}`\n" for i, c in enumerate(commands, 1))
+    return ("First train the runs it is built from (teachers, ensemble members), in this"
+            " order; each resumes from its checkpoint:\n\n" + steps + "\nThen ")
 
 
 def _align_lines(align: dict[str, Any] | None) -> list[str]:

@@ -134,6 +134,7 @@ def test_thresholds_against_a_reference_are_no_worse_on_validation(tiny_run: Pat
     rec = load_manifest(again / "manifest.json").training["thresholds_against"]
     assert rec["reference"] == "moodcam-fer test-1" and rec["result"]["qualifies"]
     assert "no count figure is worse than moodcam-fer test-1" in (again / "report.md").read_text()
+    assert "judged against, moodcam-fer test-1." in (again / "MODEL_CARD.md").read_text()
 
     def validation(run: Path) -> dict:
         return json.loads(subprocess.run(

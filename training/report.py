@@ -235,11 +235,19 @@ shifts, zoom, rotation, brightness, contrast, gamma, blur/sharpen, noise, down-u
 
 ## Reproduce
 {_lineage_text(ctx.get('lineage') or [])}`{ctx['command']}` then
-`moodcam-train evaluate --model {ctx['model_ref']} --data fer2013.zip`.
+`moodcam-train evaluate --model {ctx['model_ref']} --data fer2013.zip`.{_reference_text(ctx)}
 """
     path = run / "MODEL_CARD.md"
     path.write_text(text)
     return path
+
+
+def _reference_text(ctx: dict[str, Any]) -> str:
+    rec = ctx.get("thresholds_against")
+    if not rec:
+        return ""
+    return (f" `--thresholds-against` named the model this one was judged against,"
+            f" {rec['reference']}.")
 
 
 def _lineage_text(commands: list[str]) -> str:

@@ -7,8 +7,10 @@
 # OpenCV 4.11, ai-edge-litert, tflite-runtime), then a smoke run (version, check-config,
 # classify with both runtimes, a short replay) must give the same labels as x86 does with
 # the same runtime. The emulated CPU is the Pi 4's (Cortex-A72, also in /proc/cpuinfo).
-# Last, the installed daemon runs traced (QEMU_STRACE) and its aarch64 system calls are
-# checked against systemd/moodcam.service's SystemCallFilter (tests/seccomp.py --check-trace).
+# Last, the installed daemon runs traced (QEMU_STRACE) through its fault paths (camera lost,
+# SIGHUP reload, spool disk full, broker crash: deploy/pi_faults.py) and its aarch64 system
+# calls are checked against systemd/moodcam.service's SystemCallFilter (tests/seccomp.py
+# --check-trace).
 #
 # The base root is cached (keyed by a hash of the debootstrap parameters) and never
 # modified: each run installs into a throwaway overlay on top of it, so every run does
@@ -143,11 +145,9 @@ echo "   $(du -sh --one-file-system "$base" | cut -f1), built $(cut -d' ' -f2 "$
 # --- 3. this run's overlay -----------------------------------------------------------------
 run=$cache/run.$$
 root=$run/root
-broker=  # a host mosquitto for the traced daemon run (step 8)
 cleanup() {
   local rc=$?
   set +e
-  [ -z "$broker" ] || kill "$broker" 2>/dev/null
   kill_inside "$run"
   umount_under "$run"
   if [ $keep = 1 ] && [ -e "$run" ]; then
@@ -301,44 +301,27 @@ step "compare aarch64 (both runtimes) with x86"
 # traced (QEMU_STRACE) and checked against systemd/moodcam.service's SystemCallFilter,
 # expanded as tests/test_unit_seccomp.py does on x86. aarch64 lacks x86's legacy calls
 # (open, poll, select, stat): a filter proven on x86 alone may still kill a Pi's daemon.
-step "seccomp (aarch64): the daemon's traced calls, against the unit's SystemCallFilter"
+step "seccomp (aarch64): the daemon's traced calls, through its faults, against the unit's filter"
 command -v systemd-analyze >/dev/null || die "needs systemd-analyze (package systemd) on the host"
-mqtt_conf='/^\[mqtt\]/,/^\[/ s/^enabled = true/enabled = false/'
-if command -v mosquitto >/dev/null; then
-  # The tests' own picker: below the ephemeral range, where no client's source port lands.
-  port=$(PYTHONPATH=$repo "$host_py" -c 'from tests.broker import free_port; print(free_port())')
-  mosquitto -p "$port" >"$run/mosquitto.log" 2>&1 &
-  broker=$!
-  mqtt_conf="/^\[mqtt\]/,/^\[/ { s/^host = .*/host = \"127.0.0.1\"/; s/^port = .*/port = $port/ }"
-  echo "   broker: the host's mosquitto on 127.0.0.1:$port"
-else
-  echo "   no mosquitto on the host: the daemon runs without a broker (paho's calls untraced)"
-fi
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] ||
+  die "needs mosquitto on the host (deploy/test.sh installs it): paho's calls are traced too"
 # The installed config and user, as the service runs them, with the replay frames as the
 # camera (the built-in sample needs scikit-image, which the Pi venv lacks). The clock stays
-# "ntp": its kernel probe is one of the calls checked.
+# "ntp": its kernel probe is one of the calls checked. deploy/pi_faults.py owns the broker,
+# writes the config and makes each fault path happen while the daemon runs (camera loss,
+# SIGHUP reload, full spool disk, broker crash): those paths call what a short run never does.
 mkdir -p "$root/tmp/moodcam-frames"
 cp "$host/frames"/* "$root/tmp/moodcam-frames/"
 chmod -R a+rX "$root/tmp/moodcam-frames"
-sed -e 's|^source = .*|source = "/tmp/moodcam-frames"|' -e "$mqtt_conf" \
-  "$root/etc/moodcam/moodcam.toml" >"$root/tmp/moodcam-traced.toml"
-chmod 0644 "$root/tmp/moodcam-traced.toml"
 # Only the daemon is traced: setpriv's own calls (setresuid, setgroups) are systemd's part.
-inroot "$root" setpriv --reuid=moodcam --regid=moodcam --init-groups /usr/bin/env \
-  HOME=/var/lib/moodcam QEMU_STRACE=1 $mc run --config /tmp/moodcam-traced.toml --duration 15 \
-  >/dev/null 2>"$run/strace.log" && traced=0 || traced=$?
-# The daemon's own log lines: qemu prints each one after its write() call's head.
-dlog=$run/daemon.log
-grep -aoE '(DEBUG|INFO|WARNING|ERROR|CRITICAL) [a-z_.]+: .*' "$run/strace.log" >"$dlog" || true
-[ "$traced" = 0 ] || { tail -20 "$dlog"; die "moodcam run failed in the emulated Pi"; }
-# The per-frame calls count only if frames went through: detect, classify, a window.
-grep -E 'window [^ ]+: ' "$dlog" | sed 's/^/   /' || true
-grep -qE 'window [^ ]+: [0-9]+ viewers, [1-9][0-9]* detections, [1-9][0-9]* frames' "$dlog" ||
-  { tail -20 "$dlog"; die "the traced daemon closed no window with frames and detections"; }
-if [ -n "$broker" ]; then
-  grep -q 'MQTT: connected to' "$dlog" ||
-    { tail -20 "$dlog"; die "the traced daemon never reached the broker"; }
-fi
+# No inroot: the driver signals this very process (chroot, env and setpriv exec the daemon).
+PYTHONPATH=$repo "$host_py" "$repo/deploy/pi_faults.py" "$root" "$root/etc/moodcam/moodcam.toml" \
+  "$run" -- chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 QEMU_CPU="$QEMU_CPU" \
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  setpriv --reuid=moodcam --regid=moodcam --init-groups /usr/bin/env HOME=/var/lib/moodcam \
+  QEMU_STRACE=1 $mc run --config /tmp/moodcam-traced.toml ||
+  die "the daemon's fault paths failed in the emulated Pi"
+echo "   $(grep -acE 'INFO [a-z_.]+: window [^ ]+: ' "$run/strace.log" || true) windows closed"
 "$host_py" "$repo/tests/seccomp.py" "$repo/systemd/moodcam.service" --check-trace \
   "$run/strace.log" || die "the daemon's aarch64 calls fall outside the unit's filter"
 

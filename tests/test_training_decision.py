@@ -43,6 +43,7 @@ def test_a_sad_margin_is_found_when_it_raises_sad_recall_for_free() -> None:
     assert r["candidate"]["score"]["sad_recall"] == 1.0
     assert r["candidate"]["score"]["sad_precision"] == 1.0
     assert r["candidate"]["score"]["neutral_leak"] == 0.0
+    assert r["best_at_sad_precision"]["rule"]["score"]["sad_recall"] == 1.0
 
 
 def test_no_candidate_beats_a_rule_already_on_the_models_curve() -> None:
@@ -53,3 +54,8 @@ def test_no_candidate_beats_a_rule_already_on_the_models_curve() -> None:
     th = np.full(4, 0.4)
     r = tune_rule(probs, emotions, LABELS, th)
     assert r["gain_sad_recall"] == 0.0
+    # Counting those sad faces sad counts as many neutral ones: precision 0.5 at best, so
+    # no rule reaches 0.6; at 0.5 the best one counts all of them.
+    assert r["best_at_sad_precision"] == {"at_least": 0.6, "rule": None}
+    half = tune_rule(probs, emotions, LABELS, th, target_precision=0.5)
+    assert half["best_at_sad_precision"]["rule"]["score"]["sad_recall"] == 1.0

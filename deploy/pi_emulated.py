@@ -2,6 +2,8 @@
 
     pi_emulated.py images OUT FER_ZIP   real face images and a replay sequence
     pi_emulated.py compare X86_DIR PI_DIR   aarch64 results against x86, per runtime
+    pi_emulated.py bench X86_JSON PI_JSON   old vs new defaults on both machines
+    pi_emulated.py models X86_DIR PI_DIR    the shipped model's cost a face against another's
 """
 
 from __future__ import annotations
@@ -157,12 +159,33 @@ def bench(x86: Path, pi: Path) -> int:
     return 0
 
 
+def models(x86: Path, pi: Path) -> int:
+    """The shipped model's invoke cost per face against another model's, on each machine
+    (`moodcam bench --json --profile new` of each, ai-edge-litert); ratios within a machine."""
+    print("| machine | model | int8 invoke() median ms | invokes a face | ms a face"
+          " | a face, shipped / other |")
+    print("|---|---|---|---|---|---|")
+    for machine, d in (("x86", x86), ("aarch64 (qemu)", pi)):
+        cost = {}
+        for m in ("shipped", "model2"):
+            r = json.loads((d / f"model-{m}.json").read_text())["runtimes"]["ai-edge-litert"]
+            r = r["new"]
+            cost[m] = (r["invoke_ms_median"], r["views_per_face"],
+                       r["invoke_ms_median"] * r["views_per_face"])
+        for m, (ms, views, face) in cost.items():
+            ratio = f"{cost['shipped'][2] / cost['model2'][2]:.2f}x" if m == "shipped" else ""
+            print(f"| {machine} | {m} | {ms:.3f} | {views} | {face:.3f} | {ratio} |")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "images":
         images(Path(argv[1]), Path(argv[2]))
         return 0
     if len(argv) == 3 and argv[0] == "compare":
         return compare(Path(argv[1]), Path(argv[2]))
+    if len(argv) == 3 and argv[0] == "models":
+        return models(Path(argv[1]), Path(argv[2]))
     if len(argv) == 3 and argv[0] == "bench":
         return bench(Path(argv[1]), Path(argv[2]))
     print(__doc__, file=sys.stderr)

@@ -22,8 +22,9 @@
 #   --keep     keep this run's overlay and logs (path printed at the end)
 #   --bench    then `moodcam bench` (old, old on onnxruntime, new; both runtimes) in the root and on
 #              x86 on the same frames: a relative check only (qemu's timing is not a Pi's);
-#              with MOODCAM_PI_BENCH_MODEL=DIR, also that model's invoke cost per face against
-#              the shipped one's on both machines (e.g. the previous model, from git history)
+#              (it takes tens of minutes under qemu). MOODCAM_PI_BENCH_MODEL=DIR, with or
+#              without --bench: that model's invoke cost a face against the shipped one's,
+#              on both machines (e.g. the previous model, from git history)
 # Environment: MOODCAM_PI_CACHE (default /var/cache/moodcam-pi), MOODCAM_PI_MIRROR (default:
 # the Debian mirror of the host's apt sources), MOODCAM_SHARED (default ../shared),
 # MOODCAM_HOST_PYTHON, MOODCAM_HOST_PYTHON_TFLITE (the x86 references: deploy/test.sh's
@@ -327,12 +328,16 @@ echo "   $(grep -acE 'INFO [a-z_.]+: window [^ ]+: ' "$run/strace.log" || true) 
 "$host_py" "$repo/tests/seccomp.py" "$repo/systemd/moodcam.service" --check-trace \
   "$run/strace.log" || die "the daemon's aarch64 calls fall outside the unit's filter"
 
-if [ $bench = 1 ]; then
-  step "bench: old vs new defaults on the same frames, aarch64 (emulated) and x86"
+bench_frames() {  # the same synthetic frames for both machines, made once
+  [ -d "$host/bench" ] && return 0
   mkdir -p "$host/bench" "$root$smoke/bench"
   PYTHONPATH=$repo "$host_py" -c 'import sys; from pathlib import Path
 from device.bench import make_frames; make_frames(Path(sys.argv[1]))' "$host/bench"
   cp "$host/bench"/*.jpg "$root$smoke/bench/"
+}
+if [ $bench = 1 ]; then
+  step "bench: old vs new defaults on the same frames, aarch64 (emulated) and x86"
+  bench_frames
   # "ort": old with YuNet on onnxruntime, to compare the two backends on aarch64 as well.
   bench_args=(bench --json --frames "${MOODCAM_PI_BENCH_FRAMES:-100}" --paced-s 5
     --profile old,ort,new)
@@ -342,20 +347,21 @@ from device.bench import make_frames; make_frames(Path(sys.argv[1]))' "$host/ben
   hmc "$host_py_tflite" "${bench_args[@]}" --frame-dir "$host/bench" \
     --model-dir "$repo/models" >"$host/out/bench.json" || die "x86 bench failed"
   "$host_py" "$repo/deploy/pi_emulated.py" bench "$host/out/bench.json" "$out/bench.json"
-  if [ -n "${MOODCAM_PI_BENCH_MODEL:-}" ]; then
-    step "bench: the shipped model against $MOODCAM_PI_BENCH_MODEL, a face's invokes, aarch64 (emulated) and x86"
-    cp -r "$MOODCAM_PI_BENCH_MODEL" "$root$smoke/model2"
-    model_args=(bench --json --frames 20 --paced-s 1 --profile new --runtime ai-edge-litert)
-    for m in shipped model2; do
-      d=$src/models; [ $m = shipped ] || d=$smoke/model2
-      inroot "$root" $mc "${model_args[@]}" --frame-dir $smoke/bench --model-dir "$d" \
-        >"$out/model-$m.json" || die "moodcam bench ($m) failed in the emulated Pi"
-      d=$repo/models; [ $m = shipped ] || d=$MOODCAM_PI_BENCH_MODEL
-      hmc "$host_py" "${model_args[@]}" --frame-dir "$host/bench" --model-dir "$d" \
-        >"$host/out/model-$m.json" || die "x86 bench ($m) failed"
-    done
-    "$host_py" "$repo/deploy/pi_emulated.py" models "$host/out" "$out"
-  fi
+fi
+if [ -n "${MOODCAM_PI_BENCH_MODEL:-}" ]; then
+  step "bench: the shipped model against $MOODCAM_PI_BENCH_MODEL, a face's invokes, aarch64 (emulated) and x86"
+  bench_frames
+  cp -r "$MOODCAM_PI_BENCH_MODEL" "$root$smoke/model2"
+  model_args=(bench --json --frames 10 --paced-s 1 --profile new --runtime ai-edge-litert)
+  for m in shipped model2; do
+    d=$src/models; [ $m = shipped ] || d=$smoke/model2
+    inroot "$root" $mc "${model_args[@]}" --frame-dir $smoke/bench --model-dir "$d" \
+      >"$out/model-$m.json" || die "moodcam bench ($m) failed in the emulated Pi"
+    d=$repo/models; [ $m = shipped ] || d=$MOODCAM_PI_BENCH_MODEL
+    hmc "$host_py" "${model_args[@]}" --frame-dir "$host/bench" --model-dir "$d" \
+      >"$host/out/model-$m.json" || die "x86 bench ($m) failed"
+  done
+  "$host_py" "$repo/deploy/pi_emulated.py" models "$host/out" "$out"
 fi
 
 t=$(($(date +%s) - t0))

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.broker import Broker, make_broker  # noqa: E402
+from tests.test_spool_faults import fill  # noqa: E402
 
 FRAMES, SPOOL, CONFIG = "tmp/moodcam-frames", "tmp/moodcam-spool", "tmp/moodcam-traced.toml"
 LINE = re.compile(rb"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) [a-z_.]+: [^\n]*")
@@ -66,16 +67,6 @@ def _owner(root: Path) -> tuple[int, int]:
         if f[0] == "moodcam":
             return int(f[2]), int(f[3])
     raise SystemExit(f"pi_faults: no user moodcam in {root}/etc/passwd")
-
-
-def _fill(path: Path) -> None:
-    try:
-        with path.open("wb") as f:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-    except OSError:
-        pass
 
 
 class Log:
@@ -131,7 +122,7 @@ def drive(root: Path, template: Path, run: Path, cmd: list[str]) -> int:
         log.wait("camera back", proc, lambda s: "frames flowing again" in s)
         proc.send_signal(signal.SIGHUP)
         log.wait("SIGHUP", proc, lambda s: "reloaded: model" in s)
-        _fill(spool / "filler")
+        fill(spool / "filler")
         log.wait("spool full", proc, lambda s: "database or disk is full" in s)
         (spool / "filler").unlink()
         log.wait("spool freed", proc, lambda s: "works again" in s)

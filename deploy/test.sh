@@ -42,9 +42,9 @@ venv .venv-pi -c deploy/constraints-pi.txt -e ".[litert,tflite]" pytest pytest-t
 .venv-pi/bin/python -c 'import numpy, cv2; print("   numpy", numpy.__version__, "opencv", cv2.__version__)'
 
 echo "== ruff"
-.venv/bin/ruff check device training analyst tests
+.venv/bin/ruff check device training analyst tests deploy
 echo "== mypy"
-.venv/bin/mypy device training analyst
+.venv/bin/mypy device training analyst tests deploy/*.py
 
 echo "== pytest (dev venv)"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -14,7 +14,7 @@ import shutil
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def index_of(files: dict[str, bytes]) -> bytes:
 
 def pack(out: Path, files: dict[str, bytes], key: bytes | None = None,
          index: bytes | None = None, members: dict[str, bytes] | None = None,
-         mode: str = "w", signature: bytes | None = None) -> Path:
+         mode: Literal["w", "w:gz"] = "w", signature: bytes | None = None) -> Path:
     """A format-2 bundle as an attacker or a buggy tool could make it: the index of
     `files` (or `index`), signed with `key`, followed by `members` (default: `files`)."""
     idx = index if index is not None else index_of(files)
@@ -100,3 +100,12 @@ def sha_of(variant: int = 0) -> str:
         return str(json.loads((MODELS / "manifest.json").read_text())["model_sha256"])
     blob = (MODELS / "model.tflite").read_bytes().replace(b"1.14.0", f"1.14.{variant}".encode())
     return hashlib.sha256(blob).hexdigest()
+
+
+def current_sha(store: Path) -> str:
+    """The model sha256 of the store's current version, which must be a usable model."""
+    from device.modelstore import ModelStore
+
+    version = ModelStore(store).current()
+    assert version is not None and version.manifest is not None, f"{store}: no usable current"
+    return version.manifest.model_sha256

@@ -35,7 +35,7 @@ from device.capture.sample import ACTORS, PERIOD_S
 
 
 def write_video(path: Path, n: int = 12, fps: float = 8.0) -> Path:
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (64, 48))
     assert vw.isOpened()
     for i in range(n):
         vw.write(np.full((48, 64, 3), i * 20, np.uint8))

@@ -53,7 +53,7 @@ def video(tmp_path_factory: pytest.TempPathFactory, astronaut_bgr: np.ndarray) -
     """6 s at 10 fps: the astronaut's head drifting across a 640x480 frame."""
     path = tmp_path_factory.mktemp("video") / "walk.avi"
     head = cv2.resize(astronaut_bgr[10:250, 120:330], (126, 144))
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 480))
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (640, 480))
     for i in range(60):
         frame = np.full((480, 640, 3), 100, np.uint8)
         x = 40 + i * 6

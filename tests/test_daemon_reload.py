@@ -44,8 +44,10 @@ def test_sighup_with_hostile_configs_keeps_config_model_and_window(
             for raw, why in HOSTILE:
                 cfg.write_bytes(raw)
                 p.send_signal(signal.SIGHUP)
-                assert sub.wait_for(lambda why=why: why in last_status(sub).get(
-                    "faults", {}).get("config", ""), timeout=15), why
+                def refused(why: str = why) -> bool:
+                    return why in last_status(sub).get("faults", {}).get("config", "")
+
+                assert sub.wait_for(refused, timeout=15), why
                 s = last_status(sub)
                 assert s["state"] == "degraded" and len(s["faults"]["config"]) <= 300
                 assert p.poll() is None

@@ -53,8 +53,11 @@ def fer_faces(fer_zip: Path, emotion: str, n: int) -> list[np.ndarray]:
                        if x.startswith(f"test/{emotion}/") and x.endswith((".jpg", ".png")))
         if len(names) < n:
             pytest.fail(f"{fer_zip} has {len(names)} test '{emotion}' faces, need {n}")
-        return [cv2.imdecode(np.frombuffer(z.read(x), np.uint8), cv2.IMREAD_GRAYSCALE)
-                for x in names[:n]]
+        faces = [cv2.imdecode(np.frombuffer(z.read(x), np.uint8), cv2.IMREAD_GRAYSCALE)
+                 for x in names[:n]]
+    if any(f is None for f in faces):
+        pytest.fail(f"{fer_zip}: a test '{emotion}' face does not decode")
+    return [f for f in faces if f is not None]
 
 
 def announce(path: Path, content_id: str) -> None:

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from device.assemble import hostname_device_id
-from device.modelstore import ModelStore
-from tests.modelbundles import bundle, sha_of
+from tests.modelbundles import bundle, current_sha, sha_of
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "deploy" / "install.sh"
@@ -73,8 +72,7 @@ def test_install_twice_then_uninstall(tmp_path: Path, yunet_path: Path,
     for topic in ("availability", "status", "mood"):
         assert f"moodcam/{device_id}/{topic}" in out
     assert (state / "detector" / yunet_path.name).read_bytes() == yunet_path.read_bytes()
-    store = ModelStore(state / "models")
-    assert store.current().manifest.model_sha256 == sha_of(0)
+    assert current_sha(state / "models") == sha_of(0)
 
     # The installed venv works with the installed config, model and detector.
     moodcam = str(venv / "bin" / "moodcam")
@@ -97,7 +95,7 @@ def test_install_twice_then_uninstall(tmp_path: Path, yunet_path: Path,
     assert f"config: keeping {conf}" in p.stdout
     assert "YuNet already in place" in p.stdout and "model: keeping the current one" in p.stdout
     assert "window_s = 30" in conf.read_text()
-    assert store.current().manifest.model_sha256 == sha_of(1)
+    assert current_sha(state / "models") == sha_of(1)
 
     # An invalid config stops the installer before the service would be (re)started.
     conf.write_text(conf.read_text() + "\nbogus_key = 1\n")

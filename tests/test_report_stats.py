@@ -59,7 +59,7 @@ def test_mh_difference_undoes_simpsons_paradox() -> None:
     tables = [np.array([[80, 20], [8, 2]]), np.array([[2, 8], [20, 80]])]
     q = cmh(tables)
     assert q is not None and q.statistic == pytest.approx(0.0, abs=1e-9) and q.p_value > 0.99
-    pooled_test = chi_square(sum(tables))
+    pooled_test = chi_square(np.sum(tables, axis=0))
     assert pooled_test is not None and pooled_test.p_value < 1e-10
 
 

@@ -13,16 +13,17 @@ import pytest
 pytest.importorskip("tensorflow", reason="training tests need the [train] extra")
 
 from training.cli import _parser
-from training.fit import FitOptions, _jsonable
+from training.fit import FitOptions
 from training.fit_cli import fit_options
 from training.lineage import fit_command, lineage
+from training.runstate import options_json
 
 # What a session's invocation sets and a recipe does not.
 _SESSION = ("resume", "export_now", "stop_by", "data")
 
 
 def _recipe(opts: FitOptions) -> dict[str, object]:
-    return {k: v for k, v in _jsonable(opts).items() if k not in _SESSION}
+    return {k: v for k, v in options_json(opts).items() if k not in _SESSION}
 
 
 def _parsed(command: str) -> FitOptions:
@@ -33,7 +34,7 @@ def _parsed(command: str) -> FitOptions:
 
 def _write_run(run: Path, opts: FitOptions) -> None:
     (run / "checkpoint").mkdir(parents=True)
-    state = {"epoch": opts.epochs, "options": _jsonable(opts)}
+    state = {"epoch": opts.epochs, "options": options_json(opts)}
     (run / "checkpoint" / "state.json").write_text(json.dumps(state))
 
 
@@ -48,7 +49,7 @@ def _write_run(run: Path, opts: FitOptions) -> None:
 ])
 def test_a_runs_command_rebuilds_its_options(changes: dict[str, Any]) -> None:
     opts = replace(FitOptions(data=Path("fer.zip"), out=Path("runs/x")), **changes)
-    command = fit_command(_jsonable(opts))
+    command = fit_command(options_json(opts))
     assert "--stop-by" not in command  # a deadline belongs to a session, not to the recipe
     assert _recipe(_parsed(command)) == _recipe(opts)
 
@@ -63,7 +64,7 @@ def test_lineage_lists_teachers_and_members_first_each_once(tmp_path: Path) -> N
         _write_run(opts.out, opts)
     shipped = replace(base, out=tmp_path / "w", members=(t.out, o.out, g.out))
 
-    steps = lineage(_jsonable(shipped), "fer.zip")
+    steps = lineage(options_json(shipped), "fer.zip")
 
     assert [_parsed(c).out for c in steps] == [t.out, g.out, m.out, n.out, o.out]
     assert _recipe(_parsed(steps[3])) == _recipe(n)
@@ -71,5 +72,5 @@ def test_lineage_lists_teachers_and_members_first_each_once(tmp_path: Path) -> N
 
 def test_a_missing_run_is_named_not_guessed(tmp_path: Path) -> None:
     opts = FitOptions(data=Path("fer.zip"), out=tmp_path / "s", teacher=tmp_path / "gone")
-    assert lineage(_jsonable(opts)) == [
+    assert lineage(options_json(opts)) == [
         f"(run {tmp_path / 'gone'}: its state is gone, so its command is not known)"]

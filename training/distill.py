@@ -10,12 +10,13 @@ resumes like any other.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import keras
 from keras import ops
+
+from training.runstate import read_state
 
 
 @keras.saving.register_keras_serializable(package="moodcam")
@@ -56,10 +57,11 @@ def packed_accuracy(y_true: Any, y_pred: Any) -> Any:
 def load_teacher(run_dir: Path, size: int, labels: str, align: str) -> Any:
     """The best weights of a finished `fit` run, checked to see faces as the student does."""
     ck = run_dir / "checkpoint"
-    state_path, model_path = ck / "state.json", ck / "last.keras"
-    if not (state_path.exists() and model_path.exists()):
+    model_path = ck / "last.keras"
+    state = read_state(run_dir)
+    if state is None or not model_path.exists():
         raise ValueError(f"--teacher {run_dir}: not a fit run (no checkpoint/last.keras)")
-    opts = json.loads(state_path.read_text()).get("options", {})
+    opts = state.get("options", {})
     mine = {"size": size, "labels": labels, "align": align}
     theirs = {"size": opts.get("size"), "labels": opts.get("labels"),
               "align": opts.get("align", "none")}

@@ -11,11 +11,11 @@ split would have seen the ensemble's validation faces, and every choice made the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from training.distill import load_teacher
+from training.runstate import options_json, read_state
 
 # What a member must share with the ensemble, and why it is refused otherwise.
 _SAME_FACES = ("size", "labels", "align")
@@ -23,10 +23,9 @@ SAME_SPLIT = ("seed", "val_fraction", "max_per_class")
 
 
 def member_state(run: Path) -> dict[str, Any]:
-    state_path = run / "checkpoint" / "state.json"
-    if not state_path.exists():
+    state = read_state(run)
+    if state is None:
         raise ValueError(f"--members {run}: not a fit run (no checkpoint/state.json)")
-    state: dict[str, Any] = json.loads(state_path.read_text())
     state.setdefault("options", {}).setdefault("align", "none")
     return state
 
@@ -66,10 +65,10 @@ def build_ensemble(runs: list[Path], size: int, labels: str, align: str) -> Any:
 def ensemble_run(opts: Any) -> tuple[Any, dict[str, Any]]:
     """The ensemble model and the run state `fit` reports; the model is saved where
     `--teacher` and `--resume --export-now` look for a run's float model."""
-    from training.fit import Checkpointer, _jsonable
+    from training.fit import Checkpointer
 
     runs = [Path(r) for r in opts.members]
-    mine = _jsonable(opts)
+    mine = options_json(opts)
     states = check_members(runs, mine)
     model = build_ensemble(runs, opts.size, opts.labels, opts.align)
     members = [{"run": str(run), "arch": st["options"].get("arch"),

@@ -324,7 +324,8 @@ issue13j() {
   # over the face budget alone); one width-2 student has room for mirror and zoom views.
   # An epoch costs ~x1.5 (copies) x ~1.8 (the teacher's pass) a plain width-2 epoch
   # (263-274 s measured), so 50 epochs span sessions: carried like (t). (v) needs no
-  # training and is remade when its run directory is gone.
+  # training: its float model is carried too (saving the ~24 min its rebuild takes), with
+  # the run state of (n), which the model card's lineage names; without them (v) is remade.
   carry_in
   local v=$RUNS/hsno-64-w2-ens-to
   if [ ! -f "$v/checkpoint/last.keras" ]; then issue13i_members; issue13i_v; fi

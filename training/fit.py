@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from training.data import (
     to_array,
 )
 from training.deadline import DeadlineReached, room_for_epoch
+from training.runstate import options_json, read_state, state_path
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,13 @@ class Checkpointer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.model_path = self.dir / "last.keras"
         self.best_path = self.dir / "best.weights.h5"
-        self.state_path = self.dir / "state.json"
+        self.state_path = state_path(run_dir)
 
     def load_state(self) -> dict[str, Any] | None:
-        if not (self.state_path.exists() and self.model_path.exists()):
+        # A state without its model cannot resume: the run starts over.
+        if not self.model_path.exists():
             return None
-        state: dict[str, Any] = json.loads(self.state_path.read_text())
-        return state
+        return read_state(self.dir.parent)
 
     def save(self, model: Any, state: dict[str, Any], best: bool) -> None:
         tmp = self.dir / "last.tmp.keras"
@@ -304,7 +305,7 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
         loss = (DistillLoss(n, opts.distill_alpha, opts.distill_temperature,
                             opts.label_smoothing) if opts.teacher else None)
         _compile(keras, model, opts.lr, steps, opts.label_smoothing, loss)
-        state = {"epoch": 0, "history": {}, "best_val_loss": None, "options": _jsonable(opts)}
+        state = {"epoch": 0, "history": {}, "best_val_loss": None, "options": options_json(opts)}
     weights = class_weights(prep.y_train, n)
     aug = AugmentConfig() if opts.augment else None
     teacher = (load_teacher(opts.teacher, opts.size, opts.labels, opts.align)
@@ -350,11 +351,3 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
         model.load_weights(ck.best_path)
     return model, state
 
-
-def _jsonable(opts: FitOptions) -> dict[str, Any]:
-    def plain(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return str(v) if isinstance(v, Path) else v
-
-    return {k: plain(v) for k, v in asdict(opts).items() if k != "key"}

@@ -9,12 +9,12 @@ than from memory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 from pathlib import Path
 from typing import Any
 
 from training.fit import FitOptions
+from training.runstate import read_state
 
 # Options of one session's invocation, not of the recipe: left out of the command.
 _SESSION_ONLY = {"resume", "export_now", "stop_by", "data", "out"}
@@ -51,15 +51,6 @@ def fit_command(options: dict[str, Any], data: str = "fer2013.zip") -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def _state(run: Path) -> dict[str, Any] | None:
-    path = run / "checkpoint" / "state.json"
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state
-
-
 def lineage(options: dict[str, Any], data: str = "fer2013.zip") -> list[str]:
     """The fit commands that train what a run with these options needs, in order, each
     once; a teacher or member whose run state is gone is named as missing."""
@@ -71,7 +62,10 @@ def lineage(options: dict[str, Any], data: str = "fer2013.zip") -> list[str]:
         if key in seen:
             return
         seen.add(key)
-        state = _state(run)
+        try:
+            state = read_state(run)
+        except ValueError:
+            state = None
         if state is None:
             out.append(f"(run {run}: its state is gone, so its command is not known)")
             return

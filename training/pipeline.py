@@ -23,7 +23,6 @@ from training.fit import (
     ZOOM_CANDIDATES,
     FitOptions,
     Prepared,
-    _jsonable,
     prepare,
     refuse_past_deadline,
     train,
@@ -39,6 +38,7 @@ from training.report import (
     write_model_card,
     write_report,
 )
+from training.runstate import options_json
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def run_fit(opts: FitOptions, detector: Path | None = None) -> dict[str, Any]:
            "model_ref": "models/", "epochs": state["epoch"], "planned_epochs": opts.epochs,
            "best_epoch": state.get("best_epoch"), "align": prep.extra.get("align"),
            "members": state.get("members"),
-           "lineage": lineage(_jsonable(opts), str(opts.data)),
+           "lineage": lineage(options_json(opts), str(opts.data)),
            "thresholds_against": manifest.training.get("thresholds_against"),
            "views": views_text({"flip_average": opts.flip_average,
                                 "zoom_views": list(zoom_views)})}

@@ -1,5 +1,5 @@
-"""A fit run's saved state (`<run>/checkpoint/state.json`), read and written the same way
-by fit, ensembles and the model card's lineage."""
+"""A fit run's saved state (`<run>/checkpoint/state.json`): fit writes it at `state_path`,
+and fit, ensembles, distillation and the model card's lineage all read it here."""
 
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ def read_state(run: Path) -> dict[str, Any] | None:
         return None
     except OSError as e:
         raise ValueError(f"{path}: cannot read the run state ({e.strerror})") from e
+    fix = "restore it from the run's carry, or delete the run to start it over"
     try:
         state = json.loads(text)
     except ValueError as e:
-        raise ValueError(f"{path}: the run state is not JSON ({e}); restore it from the"
-                         " run's carry, or delete the run to start it over") from e
+        raise ValueError(f"{path}: the run state is not JSON ({e}); {fix}") from e
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: the run state is not a JSON object")
+        raise ValueError(f"{path}: the run state is not a JSON object; {fix}")
     return state
 
 

@@ -13,14 +13,13 @@ its first checkpoint leaves a gap.
 Tables besides `windows`: `checkpoint` (the open and held windows as they would be
 published now; a window leaves it when it is spooled; at the next start what is left
 becomes windows with recovered: true), `rejected` (payloads that failed validation,
-the newest 100, never published).
+the newest 100, never published); `device.spooldb` holds the schema and the opening.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
 import sqlite3
 import threading
 import time
@@ -31,32 +30,11 @@ from typing import Any, NamedTuple, TypeVar
 
 from device.aggregate import iso
 from device.payloads import PayloadError, validate_mood
+from device.spooldb import connect, info, meta, move_aside
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_REJECTED = 100
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS windows (
-    seq INTEGER PRIMARY KEY,
-    payload TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoint (
-    seq INTEGER PRIMARY KEY, payload TEXT NOT NULL, held INTEGER NOT NULL,
-    boot TEXT, mono_start REAL, mono_end REAL
-);
-CREATE TABLE IF NOT EXISTS rejected (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, error TEXT NOT NULL,
-    created REAL NOT NULL
-);
-"""
-# Columns added to `windows` after version 1 (a v1 spool is upgraded in place).
-_WINDOW_COLUMNS = {"held": "INTEGER NOT NULL DEFAULT 0", "boot": "TEXT",
-                   "mono_start": "REAL", "mono_end": "REAL", "held_since": "REAL"}
-
 
 class Hold(NamedTuple):
     """Held until the clock synchronises: restamped from [mono_start, mono_end) of boot."""
@@ -82,48 +60,14 @@ class Spool:
         self.rejected_count = 0  # since this process opened the spool
         self._lock = threading.Lock()
         self._db = self._open_or_recover()
-        self.stream: str = self._run(lambda db: self._info(db, "stream"))
+        self.stream: str = self._run(lambda db: info(db, "stream"))
 
     # --- opening, and surviving a corrupt file ---
-
-    def _open(self) -> sqlite3.Connection:
-        # isolation_level=None: transactions are explicit, so each put is one atomic commit.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            # One process owns the spool: the WAL index then lives in memory, no -shm file
-            # is needed, so the spool still opens on a full disk (and a second daemon on
-            # the same file gets "database is locked" instead of sharing it).
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            # A short WAL, truncated after each checkpoint: on a small SD partition the
-            # log of a few windows' commits must not be what fills the disk.
-            db.execute("PRAGMA wal_autocheckpoint=16")
-            db.execute("PRAGMA journal_size_limit=0")
-            row = db.execute("PRAGMA quick_check").fetchone()
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {row}")
-            db.executescript(_SCHEMA)
-            have = {r[1] for r in db.execute("PRAGMA table_info(windows)")}
-            for col, decl in _WINDOW_COLUMNS.items():
-                if col not in have:
-                    db.execute(f"ALTER TABLE windows ADD COLUMN {col} {decl}")
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', 1)")
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('dropped', 0)")
-            db.execute("INSERT OR IGNORE INTO info VALUES ('stream', ?)",
-                       (secrets.token_hex(8),))
-            self._meta(db, "next_seq")
-            self._meta(db, "dropped")
-            self._info(db, "stream")
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     def _open_or_recover(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return self._open()
+            return connect(self.path)
         except sqlite3.OperationalError:
             # Permissions, a full disk or a lock are not corruption: moving the file
             # aside would throw away good windows, so let the caller report it.
@@ -132,37 +76,13 @@ class Spool:
             return self._recover(e)
 
     def _recover(self, err: Exception) -> sqlite3.Connection:
-        """Move a corrupt spool aside (kept for forensics) and start a fresh one: a new
-        stream, so the restarted seq numbers cannot collide with the old ones."""
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                src.replace(Path(f"{aside}{suffix}"))
-        log.error(
-            "spool %s is unreadable (%s); moved it to %s and started an empty spool "
-            "(a new stream): windows that were waiting in it are not sent",
-            self.path, err, aside,
-        )
-        db = self._open()
+        """Start a fresh spool in place of a corrupt one: a new stream, so the restarted
+        seq numbers cannot collide with the old ones."""
+        move_aside(self.path, err)
+        db = connect(self.path)
         if hasattr(self, "stream"):
-            self.stream = self._info(db, "stream")
+            self.stream = info(db, "stream")
         return db
-
-    @staticmethod
-    def _meta(db: sqlite3.Connection, key: str) -> int:
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            raise sqlite3.DatabaseError(f"meta row {key!r} missing")
-        return int(row[0])
-
-    @staticmethod
-    def _info(db: sqlite3.Connection, key: str) -> str:
-        row = db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            raise sqlite3.DatabaseError(f"info row {key!r} missing")
-        return str(row[0])
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(db) under the lock; a database that turns corrupt is replaced, once."""
@@ -200,7 +120,7 @@ class Spool:
     def allocate(self) -> int:
         """The next sequence number, durable when it returns (a window opens)."""
         def tx(db: sqlite3.Connection) -> int:
-            seq = self._meta(db, "next_seq")
+            seq = meta(db, "next_seq")
             db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
             return seq
         return self._tx(tx)
@@ -379,7 +299,7 @@ class Spool:
 
     def dropped(self) -> int:
         """Windows dropped because the spool was full, since the spool was created."""
-        return self._run(lambda db: self._meta(db, "dropped"))
+        return self._run(lambda db: meta(db, "dropped"))
 
     def rejected(self) -> list[tuple[str, str]]:
         """The windows kept aside as invalid, newest first: (payload text, error)."""
@@ -389,7 +309,7 @@ class Spool:
 
     def next_seq(self) -> int:
         """The sequence number the next `allocate` will return."""
-        return self._run(lambda db: self._meta(db, "next_seq"))
+        return self._run(lambda db: meta(db, "next_seq"))
 
     def close(self) -> None:
         with self._lock:

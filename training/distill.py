@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from training.runstate import read_state
+from training.runstate import last_model_path, read_state
 
 
 @keras.saving.register_keras_serializable(package="moodcam")
@@ -56,8 +56,7 @@ def packed_accuracy(y_true: Any, y_pred: Any) -> Any:
 
 def load_teacher(run_dir: Path, size: int, labels: str, align: str) -> Any:
     """The best weights of a finished `fit` run, checked to see faces as the student does."""
-    ck = run_dir / "checkpoint"
-    model_path = ck / "last.keras"
+    model_path = last_model_path(run_dir)
     state = read_state(run_dir)
     if state is None or not model_path.exists():
         raise ValueError(f"--teacher {run_dir}: not a fit run (no checkpoint/last.keras)")
@@ -69,8 +68,9 @@ def load_teacher(run_dir: Path, size: int, labels: str, align: str) -> Any:
         raise ValueError(f"--teacher {run_dir} was trained with {theirs}; the student uses"
                          f" {mine}: they must see the same faces")
     model = keras.models.load_model(model_path, compile=False)
-    if (ck / "best.weights.h5").exists():
-        model.load_weights(ck / "best.weights.h5")
+    best = model_path.with_name("best.weights.h5")
+    if best.exists():
+        model.load_weights(best)
     model.trainable = False
     return model
 

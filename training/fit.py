@@ -23,7 +23,7 @@ from training.data import (
     to_array,
 )
 from training.deadline import DeadlineReached, room_for_epoch
-from training.runstate import options_json, read_state, state_path
+from training.runstate import last_model_path, options_json, read_state, state_path
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class Checkpointer:
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / "checkpoint"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.model_path = self.dir / "last.keras"
+        self.model_path = last_model_path(run_dir)
         self.best_path = self.dir / "best.weights.h5"
         self.state_path = state_path(run_dir)
 

@@ -120,9 +120,6 @@ def no_worse_thresholds(sets: list[FaceSet], labels: list[str], thresholds: np.n
         chosen, th = {**miss[1], "qualifies": False}, miss[2]
     # How far the face sample alone moves each gain at that point (resampled in pairs).
     intervals = [gain_intervals(fs, labels, th) for fs in sets]
-    if not chosen["qualifies"]:
-        w = chosen["worst"]
-        chosen["worst"] = {**w, "gain_interval_95": intervals[w["set"]][w["figure"]]}
     return {**chosen, "gain_intervals_95": intervals,
             "references": [ref.row() for ref in refs]}
 

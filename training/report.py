@@ -153,8 +153,9 @@ def threshold_lines(rec: dict[str, Any] | None) -> list[str]:
                f" as good as {rec['reference']}'s on validation. Nearest (happy"
                f" {res['happy']:.2f}, sad {res['sad']:.2f}, below): {rec['faces'][w['set']]},"
                f" {w['figure'].replace('_', ' ')} short by {w['short_by']:.2%}.")
-        if w.get("gain_interval_95"):
-            lo, hi = w["gain_interval_95"]
+        interval = spans[w["set"]].get(w["figure"])  # None: no faces of that label
+        if interval:
+            lo, hi = interval
             how += (f" Resampling the faces (paired bootstrap), its gain over the reference"
                     f" lies in [{lo:+.2%}, {hi:+.2%}] (95%)" + (
                         ": within what the face sample moves." if hi >= 0 else "."))

@@ -1,4 +1,5 @@
-"""A fit run's saved state (`<run>/checkpoint/state.json`): fit writes it at `state_path`,
+"""A fit run's saved state (`<run>/checkpoint/state.json`, beside its model `last.keras`):
+fit writes both at `state_path` and `last_model_path`,
 and fit, ensembles, distillation and the model card's lineage all read it here."""
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from typing import Any
 
 def state_path(run: Path) -> Path:
     return run / "checkpoint" / "state.json"
+
+
+def last_model_path(run: Path) -> Path:
+    """The run's model after its last finished epoch (weights and optimizer)."""
+    return run / "checkpoint" / "last.keras"
 
 
 def read_state(run: Path) -> dict[str, Any] | None:

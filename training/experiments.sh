@@ -326,6 +326,7 @@ issue13j() {
   # (263-274 s measured), so 50 epochs span sessions: carried like (t). (v) needs no
   # training: its float model is carried too (saving the ~24 min its rebuild takes), with
   # the run state of (n), which the model card's lineage names; without them (v) is remade.
+  # Judged 2026-12-07 at epoch 49 (README, "(x) judged"): not shipped; it leaks more neutral.
   carry_in
   local v=$RUNS/hsno-64-w2-ens-to
   if [ ! -f "$v/checkpoint/last.keras" ]; then issue13i_members; issue13i_v; fi

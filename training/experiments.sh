@@ -16,6 +16,7 @@
 #   bash training/experiments.sh issue13h  # session 18's: (g) with camera-path copies of faces
 #   bash training/experiments.sh issue13i  # session 20's: ensembles of (t) with (g) and (o)
 #   bash training/experiments.sh issue13j  # session 20's: (v) teaches a student with camera copies
+#   bash training/experiments.sh issue13k  # session 24's: (t)'s recipe at width 3
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -336,6 +337,19 @@ issue13j() {
   if ! finished hsno-64-w2-kdcc; then carry_out hsno-64-w2-kdcc; fi
 }
 
+issue13k() {
+  # Session 24 (2026-12-07): issue 13's "wider mini-Xception" was sized at width 3 (504,888
+  # bytes int8, an invoke 1.78x width 2's, so two views a face fit the 1.5 ms budget) but
+  # never trained. (y) is (t)'s recipe (camera copies, no teacher) at width 3, so it
+  # compares with (t), which differs in nothing else; its mirror view keeps it at two
+  # invokes a face. A step costs 1.26x width 2's (`moodcam-train budget --size 64 --widths
+  # 2,3 --train-steps 20`: 282 against 224 ms), x1.5 for the copies: carried like (t).
+  carry_in
+  run hsno-64-w3-cc --labels hsno --size 64 --width 3 --epochs 50 --camera-copies 0.5 \
+    --version 2026.12-hsno64-w3-cc --thresholds-against "${REF:-models}"
+  if ! finished hsno-64-w3-cc; then carry_out hsno-64-w3-cc; fi
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -353,12 +367,12 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j | issue13k)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from device import __version__
-from device.aggregate import iso
 from device.assemble import (
     Publisher,
     StartupError,
@@ -38,10 +37,10 @@ from device.assemble import (
 from device.capture import LatestFrameGrabber
 from device.clock import Clock, SystemClock, boot_id
 from device.config import Config, ConfigError, load_config
-from device.health import camera_fault, camera_state, fault_line
+from device.health import camera_fault, fault_line, status_line, status_payload
 from device.notify import Notifier, watchdog_interval
 from device.nowplaying import NowPlaying
-from device.pipeline import Pipeline, StageTimes, model_info
+from device.pipeline import Pipeline, StageTimes
 from device.spool import Spool
 from device.windowstore import WindowStore
 
@@ -75,8 +74,8 @@ class Daemon:
         self._published_faults: dict[str, str] = {}
         self.times = StageTimes()
         self.frames = 0
-        self._fps = 0.0
-        self._last_frame = 0.0
+        self.fps = 0.0
+        self.last_frame = 0.0
         self.last_window_id: str | None = None
         self.spool: Spool | None = None
         self.publisher: Publisher | None = None
@@ -196,41 +195,7 @@ class Daemon:
     # -- status --------------------------------------------------------------------
     def status(self, state: str | None = None) -> dict[str, Any]:
         """The retained status payload (device/schemas/status.schema.json)."""
-        p, g = self.pipeline, self.grabber
-        assert p is not None and g is not None
-        cam_state = camera_state(g)
-        faults = dict(self.faults)
-        ack_fault = getattr(self.publisher, "ack_fault", None)
-        if ack_fault and "spool" not in faults:
-            faults["spool"] = ack_fault
-        if state is None:
-            state = "running" if cam_state == "ok" and not faults else "degraded"
-        age = (round(time.monotonic() - self._last_frame, 3) if self._last_frame else None)
-        connected = bool(getattr(self.publisher, "connected", False))
-        uptime = max(0.0, self.clock.monotonic() - self.started)
-        counts = self.store.counts() if self.store else {"depth": 0, "dropped": 0, "held": 0}
-        return {
-            "schema": "moodcam/status/2",
-            "device_id": self.cfg.device_id,
-            "version": __version__,
-            "state": state,
-            # From the wall clock now: consistent with uptime_s across clock steps.
-            "started_at": iso(round(self.clock.wall() - uptime)),
-            "uptime_s": round(uptime, 1),
-            "model": {**model_info(p.classifier), "runtime": p.classifier.runtime,
-                      "labels": list(p.classifier.labels)},
-            "detector": p.detector.name,
-            "camera": {"source": g.source.describe(), "state": cam_state,
-                       "frames": self.frames, "last_frame_age_s": age},
-            "fps": self._fps,
-            "spool": {**counts,
-                      "rejected": self.spool.rejected_count if self.spool else 0},
-            "mqtt": {"connected": connected},
-            "content_id": p.aggregator.content_id,
-            "last_window_id": self.last_window_id,
-            "clock": {"synchronized": self.synced, "source": self.clock_source},
-            "faults": faults,
-        }
+        return status_payload(self, state)
 
     def _update_faults(self) -> None:
         assert self.grabber is not None
@@ -238,16 +203,9 @@ class Daemon:
         self.set_fault("now_playing", self.now_playing.fault())
 
     def _status_line(self) -> str:
-        g = self.grabber
-        assert g is not None and self.pipeline is not None
-        line = (f"camera {g.state}, {self._fps:.1f} fps, {self.pipeline.tracker.active} "
-                f"viewers now, {self.pipeline.windows_emitted} windows, spool "
-                f"{self.store.counts()['depth'] if self.store else 0}")
         if self.store is not None and self.store.fault:
             self.faults["spool"] = self.store.fault
-        if self.faults:  # `systemctl status` shows it
-            line += "; faults: " + "; ".join(f"{k}: {v}" for k, v in self.faults.items())
-        return line
+        return status_line(self)
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> int:
@@ -281,7 +239,7 @@ class Daemon:
                 self.pipeline.process(frame.image, ts)
                 self.frames += 1
                 fps_frames += 1
-                self._last_frame = time.monotonic()
+                self.last_frame = time.monotonic()
             else:
                 self.pipeline.tick(mono)
                 if self.grabber.ended:
@@ -304,7 +262,7 @@ class Daemon:
                     or self.faults != self._published_faults):
                 cam_state = self.grabber.state
                 # fps is averaged over the time since the previous status.
-                self._fps = round(fps_frames / max(now - last_fps_t, 1e-3), 2)
+                self.fps = round(fps_frames / max(now - last_fps_t, 1e-3), 2)
                 fps_frames, last_fps_t = 0, now
                 self._publish_status()
                 last_status = now

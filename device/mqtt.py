@@ -16,9 +16,7 @@ import contextlib
 import json
 import logging
 import secrets
-import socket
 import sqlite3
-import ssl
 import threading
 import time
 from collections import deque
@@ -26,12 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device import __version__
-from device.config import CampaignConfig, ConfigError, MqttConfig, resolve_password
+from device.config import CampaignConfig, MqttConfig
+from device.mqtt_client import Client, describe_connect_error, make_client
 from device.spool import Spool
 from device.topics import Topics, ha_discovery, parse_content_id
 
@@ -39,38 +37,6 @@ log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 20  # paho's default window of unacknowledged QoS 1 messages
 _MALFORMED_LOG_EVERY_S = 60.0
-
-
-class _Client(mqtt.Client):
-    """paho's client, remembering why the last connection attempt failed (for the log)."""
-
-    last_error: Exception | None = None
-
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            return super().reconnect()
-        except OSError as e:
-            self.last_error = e
-            raise
-
-
-def describe_connect_error(err: Exception | None) -> str:
-    """Why a connection attempt failed, worded for an installer, with the setting to check."""
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return (f"TLS certificate check failed ({err.verify_message}); check mqtt.tls.ca_file "
-                "(and mqtt.tls.insecure if only the host name differs)")
-    if isinstance(err, ssl.SSLError):
-        return (f"TLS handshake failed ({err.reason or err}); check mqtt.tls and that "
-                "mqtt.port is the broker's TLS port")
-    if isinstance(err, ConnectionRefusedError):
-        return "connection refused (is the broker running and listening on mqtt.port?)"
-    if isinstance(err, socket.gaierror):
-        return f"cannot resolve mqtt.host ({err.strerror})"
-    if isinstance(err, TimeoutError | socket.timeout):
-        return "connection timed out (check mqtt.host, mqtt.port and the firewall)"
-    if err is None:
-        return "connection failed"
-    return f"connection failed ({err})"
 
 
 class MqttPublisher:
@@ -120,33 +86,8 @@ class MqttPublisher:
 
     # --- setup ---
 
-    def _make_client(self) -> _Client:
-        c = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
-                    protocol=mqtt.MQTTv311)
-        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
-        # A bug in one of our callbacks must not kill paho's network thread.
-        c.suppress_exceptions = True
-        c.will_set(self.topics.availability, "offline", qos=1, retain=True)
-        c.reconnect_delay_set(self.cfg.reconnect_min_s,  # type: ignore[arg-type]
-                              self.cfg.reconnect_max_s)  # type: ignore[arg-type]
-        c.max_inflight_messages_set(MAX_INFLIGHT)
-        if self.cfg.username:
-            password = resolve_password(self.cfg)
-            c.username_pw_set(self.cfg.username,
-                              password.get_secret_value() if password is not None else None)
-        tls = self.cfg.tls
-        if tls.enabled:
-            try:
-                c.tls_set(
-                    ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                    certfile=str(tls.cert_file) if tls.cert_file else None,
-                    keyfile=str(tls.key_file) if tls.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ValueError) as e:
-                raise ConfigError([f"mqtt.tls: cannot load the TLS files: {e}"]) from None
-            c.tls_insecure_set(tls.insecure)
+    def _make_client(self) -> Client:
+        c = make_client(self.cfg, self.client_id, self.topics.availability, MAX_INFLIGHT)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect

@@ -17,6 +17,7 @@
 #   bash training/experiments.sh issue13i  # session 20's: ensembles of (t) with (g) and (o)
 #   bash training/experiments.sh issue13j  # session 20's: (v) teaches a student with camera copies
 #   bash training/experiments.sh issue13k  # session 24's: (t)'s recipe at width 3
+#   bash training/experiments.sh issue13l  # session 24's: (x) in (w)'s place of (o) or (t)
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -350,6 +351,19 @@ issue13k() {
   if ! finished hsno-64-w3-cc; then carry_out hsno-64-w3-cc; fi
 }
 
+issue13l() {
+  # Session 24 (2026-12-07): ensembles need no training, and (x) (issue13j, stopped at epoch
+  # 49 of 50) is a third width-2 run beside (w)'s members (t) and (o). Two width-2 members
+  # at one view are (w)'s size (525 KB) and cost a face; three would pass 700 KB. So (x)
+  # takes (o)'s place, (xt1), or (t)'s, (xo1); judged against the shipped (w).
+  carry_in
+  local t=$RUNS/hsno-64-w2-cc o=$RUNS/hsno-64-w2-kd x=$RUNS/hsno-64-w2-kdcc
+  run hsno-64-w2-ens-xt1 --labels hsno --size 64 --zoom-views 1.0 --no-flip-average \
+    --members "$x,$t" --version 2026.12-hsno64-w2-ens-xt1 --thresholds-against "${REF:-models}"
+  run hsno-64-w2-ens-xo1 --labels hsno --size 64 --zoom-views 1.0 --no-flip-average \
+    --members "$x,$o" --version 2026.12-hsno64-w2-ens-xo1 --thresholds-against "${REF:-models}"
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -367,12 +381,12 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j | issue13k)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j | issue13k | issue13l)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

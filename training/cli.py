@@ -144,6 +144,11 @@ def _fit(a: argparse.Namespace) -> int:
     if opts.members and opts.camera_copies:
         raise DataError("--members and --camera-copies: an ensemble is not trained, so"
                         " copies would change nothing; train its members with them")
+    if opts.members and opts.fine_labels:
+        raise DataError("--members and --fine-labels: an ensemble is not trained, so a"
+                        " second head would change nothing; train its members with it")
+    if not 0 <= opts.fine_labels <= 10:
+        raise DataError(f"--fine-labels {opts.fine_labels:g}: give a loss weight in [0, 10]")
     if opts.out.exists() and any(opts.out.iterdir()) and not opts.resume:
         raise DataError(f"{opts.out} is not empty: pass --resume to continue that run, or"
                         " choose a new --out")

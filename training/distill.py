@@ -19,6 +19,14 @@ from keras import ops
 from training.runstate import last_model_path, read_state
 
 
+def distill_term(teacher: Any, student: Any, t: float) -> Any:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), per face."""
+    p_teacher = ops.softmax(teacher / t, axis=-1)
+    kd = ops.sum(p_teacher * (ops.log(ops.clip(p_teacher, 1e-8, 1.0))
+                              - ops.log_softmax(student / t, axis=-1)), axis=-1)
+    return (t * t) * kd
+
+
 @keras.saving.register_keras_serializable(package="moodcam")
 class DistillLoss(keras.losses.Loss):
     def __init__(self, n_classes: int, alpha: float = 0.5, temperature: float = 4.0,
@@ -35,11 +43,8 @@ class DistillLoss(keras.losses.Loss):
         labels, teacher = y_true[:, :n], y_true[:, n:]
         ce = keras.losses.categorical_crossentropy(
             labels, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
-        t = self.temperature
-        p_teacher = ops.softmax(teacher / t, axis=-1)
-        kd = ops.sum(p_teacher * (ops.log(ops.clip(p_teacher, 1e-8, 1.0))
-                                  - ops.log_softmax(y_pred / t, axis=-1)), axis=-1)
-        return self.alpha * ce + (1.0 - self.alpha) * (t * t) * kd
+        kd = distill_term(teacher, y_pred, self.temperature)
+        return self.alpha * ce + (1.0 - self.alpha) * kd
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_classes": self.n_classes, "alpha": self.alpha,
@@ -67,10 +72,13 @@ def load_teacher(run_dir: Path, size: int, labels: str, align: str) -> Any:
     if mine != theirs:
         raise ValueError(f"--teacher {run_dir} was trained with {theirs}; the student uses"
                          f" {mine}: they must see the same faces")
+    from training.finelabels import label_head
+
     model = keras.models.load_model(model_path, compile=False)
     best = model_path.with_name("best.weights.h5")
     if best.exists():
         model.load_weights(best)
+    model = label_head(model)
     model.trainable = False
     return model
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from training.augment import AugmentConfig, augment_batch
 from training.data import (
+    FER_EMOTIONS,
     LABEL_SETS,
     LoadReport,
     class_weights,
@@ -76,6 +77,9 @@ class FitOptions:
     # Fraction of training faces trained a second time as the camera path crops them
     # (training/camera_copies.py); 0 = off
     camera_copies: float = 0.0
+    # Weight of a second head's loss on the seven FER emotions (training/finelabels.py);
+    # the head is dropped at export. 0 = off
+    fine_labels: float = 0.0
 
 
 @dataclass
@@ -93,6 +97,9 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
     # The validation faces at their stored size, for measurements made on validation
     val_images: list[np.ndarray] = field(default_factory=list)
+    # With fine_labels: each face's FER emotion (0-6) beside its class index
+    f_train: np.ndarray | None = None
+    f_val: np.ndarray | None = None
 
 
 def prepare(opts: FitOptions, detector: Path | None = None) -> Prepared:
@@ -116,12 +123,21 @@ def prepare(opts: FitOptions, detector: Path | None = None) -> Prepared:
     else:
         x = to_array(images, opts.size)
     x_tr, y_tr = x[tr], y[tr]
+    fine = None
+    if opts.fine_labels > 0:
+        from training.finelabels import fine_indices
+
+        fine = fine_indices([train.emotions[i] for i in keep])
+    f_tr = fine[tr] if fine is not None else None
     if opts.camera_copies > 0:
-        x_tr, y_tr = _with_copies(opts, [images[i] for i in tr], x_tr, y_tr,
-                                  [images[i] for i in va], extra, detector)
+        x_tr, idx = _with_copies(opts, [images[i] for i in tr], x_tr,
+                                 [images[i] for i in va], extra, detector)
+        y_tr = np.concatenate([y_tr, y_tr[idx]])
+        f_tr = np.concatenate([f_tr, f_tr[idx]]) if f_tr is not None else None
     return Prepared(label_set, x_tr, y_tr, x[va], y[va],
                     test.images if test else [], test.emotions if test else [], report,
-                    extra, val_images=[images[i] for i in va])
+                    extra, val_images=[images[i] for i in va], f_train=f_tr,
+                    f_val=fine[va] if fine is not None else None)
 
 
 def _aligned(opts: FitOptions, images: list[np.ndarray], va: np.ndarray,
@@ -152,10 +168,11 @@ def _aligned(opts: FitOptions, images: list[np.ndarray], va: np.ndarray,
 
 
 def _with_copies(opts: FitOptions, train_images: list[np.ndarray], x_tr: np.ndarray,
-                 y_tr: np.ndarray, val_images: list[np.ndarray], extra: dict[str, Any],
+                 val_images: list[np.ndarray], extra: dict[str, Any],
                  detector: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """The training arrays with camera copies appended (cached in the run directory),
-    cropped with the framing the device will use: measured on validation, as export does."""
+    """The training faces with camera copies appended (cached in the run directory),
+    cropped with the framing the device will use (measured on validation, as export
+    does), and the training positions the copies were made of."""
     from device.detect import find_yunet
     from device.manifest import Preprocessing
     from training.camera_copies import cached_copies, camera_copies
@@ -178,7 +195,7 @@ def _with_copies(opts: FitOptions, train_images: list[np.ndarray], x_tr: np.ndar
     idx, copies = cached_copies(
         opts.out / "camera_copies.npz", key,
         lambda: camera_copies(train_images, opts.camera_copies, opts.seed, pre, path))
-    return np.concatenate([x_tr, copies]), np.concatenate([y_tr, y_tr[idx]])
+    return np.concatenate([x_tr, copies]), idx
 
 
 class Checkpointer:
@@ -212,21 +229,26 @@ class Checkpointer:
 
 def _dataset(tf: Any, x: np.ndarray, y: np.ndarray, n_classes: int, batch: int,
              weights: dict[int, float] | None, aug: AugmentConfig | None, seed: int,
-             shuffle: bool, mixup_alpha: float = 0.0, teacher: Any = None) -> Any:
-    """Batches of (face, target, weight); the target is the one-hot label (mixed with
-    mixup), followed by the teacher's logits on the same augmented face when distilling."""
+             shuffle: bool, mixup_alpha: float = 0.0, teacher: Any = None,
+             fine: np.ndarray | None = None) -> Any:
+    """Batches of (face, target, weight); the target is the one-hot label, then the
+    one-hot FER emotion with `fine` (both mixed with mixup), then the teacher's logits on
+    the same augmented face when distilling."""
     w = np.ones(len(y), np.float32) if weights is None else np.array(
         [weights[int(c)] for c in y], np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((x, y, w))
+    f = np.zeros_like(y) if fine is None else fine
+    ds = tf.data.Dataset.from_tensor_slices((x, y, f, w))
     if shuffle:
         ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch)
 
-    def _map(xb: Any, yb: Any, wb: Any) -> Any:
+    def _map(xb: Any, yb: Any, fb: Any, wb: Any) -> Any:
         xf = tf.cast(xb, tf.float32)[..., None] / 255.0
         if aug is not None:
             xf = augment_batch(xf, aug)
         target = tf.one_hot(yb, n_classes)
+        if fine is not None:
+            target = tf.concat([target, tf.one_hot(fb, len(FER_EMOTIONS))], axis=-1)
         if mixup_alpha > 0:
             from training.distill import mixup
 
@@ -239,17 +261,19 @@ def _dataset(tf: Any, x: np.ndarray, y: np.ndarray, n_classes: int, batch: int,
 
 
 def _compile(keras: Any, model: Any, lr: float, steps: int, label_smoothing: float = 0.05,
-             distill: Any = None) -> None:
+             distill: Any = None, n_classes: int = 0) -> None:
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=lr * 0.1, decay_steps=steps, warmup_target=lr,
         warmup_steps=max(1, steps // 40), alpha=0.01)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4)
     if distill is not None:
         from training.distill import packed_accuracy
+        from training.finelabels import head_accuracy
 
         # Named "acc" like the plain runs' metric, so curves and reports read the same key.
-        model.compile(optimizer=optimizer, loss=distill,
-                      metrics=[keras.metrics.MeanMetricWrapper(packed_accuracy, name="acc")])
+        acc = (keras.metrics.MeanMetricWrapper(head_accuracy, name="acc", n_classes=n_classes)
+               if n_classes else keras.metrics.MeanMetricWrapper(packed_accuracy, name="acc"))
+        model.compile(optimizer=optimizer, loss=distill, metrics=[acc])
         return
     model.compile(
         optimizer=optimizer,
@@ -276,6 +300,7 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     import tensorflow as tf
 
     from training.distill import DistillLoss, load_teacher
+    from training.finelabels import FineLabelLoss, label_head, with_fine_head
     from training.models import build
 
     if opts.members:
@@ -294,6 +319,10 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
             # The checkpoint's loss expects (or lacks) the teacher's logits in its targets.
             raise ValueError(f"{opts.out} was trained with --teacher {was}; resume it with"
                              " the same --teacher")
+        was_fine = float(state.get("options", {}).get("fine_labels", 0.0))
+        if was_fine != opts.fine_labels:
+            raise ValueError(f"{opts.out} was trained with --fine-labels {was_fine:g}; resume"
+                             " it with the same --fine-labels")
         model = keras.models.load_model(ck.model_path)
         log.info("resuming %s from epoch %d", opts.out, state["epoch"])
         # The run is now planned for this --epochs (experiments.sh's `finished` reads it).
@@ -304,16 +333,22 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
         model = build(opts.arch, opts.size, n, opts.width)
         loss = (DistillLoss(n, opts.distill_alpha, opts.distill_temperature,
                             opts.label_smoothing) if opts.teacher else None)
-        _compile(keras, model, opts.lr, steps, opts.label_smoothing, loss)
+        if opts.fine_labels > 0:
+            model = with_fine_head(model)
+            loss = FineLabelLoss(n, opts.fine_labels, opts.label_smoothing,
+                                 opts.teacher is not None, opts.distill_alpha,
+                                 opts.distill_temperature)
+        _compile(keras, model, opts.lr, steps, opts.label_smoothing, loss,
+                 n if opts.fine_labels > 0 else 0)
         state = {"epoch": 0, "history": {}, "best_val_loss": None, "options": options_json(opts)}
     weights = class_weights(prep.y_train, n)
     aug = AugmentConfig() if opts.augment else None
     teacher = (load_teacher(opts.teacher, opts.size, opts.labels, opts.align)
                if opts.teacher else None)
     ds_train = _dataset(tf, prep.x_train, prep.y_train, n, opts.batch, weights, aug,
-                        train_seed, True, opts.mixup, teacher)
+                        train_seed, True, opts.mixup, teacher, prep.f_train)
     ds_val = _dataset(tf, prep.x_val, prep.y_val, n, 256, None, None, opts.seed, False,
-                      teacher=teacher)
+                      teacher=teacher, fine=prep.f_val)
 
     class _Save(keras.callbacks.Callback):
         stopped = False
@@ -349,5 +384,5 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
             raise DeadlineReached(state["epoch"], opts.epochs)
     if ck.best_path.exists():
         model.load_weights(ck.best_path)
-    return model, state
+    return label_head(model), state
 

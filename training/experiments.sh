@@ -366,8 +366,9 @@ issue13l() {
 }
 
 issue13m() {
-  # Session 24 (2026-12-07): a third of the sad faces the models miss are called other
-  # (angry, disgust, fear and surprise pooled), most of the rest neutral. (z) is (t)'s
+  # Session 24 (2026-12-07): a quarter to a third of the sad faces the models miss are
+  # called other (angry, disgust, fear and surprise pooled), the rest mostly neutral or
+  # uncertain. (z) is (t)'s
   # recipe with a second head trained on the seven FER emotions at loss weight 0.5
   # (--fine-labels; dropped at export, so it costs a face what (t) does), to see whether
   # features that must tell fear and anger apart from sadness serve the sad count; it

@@ -1,7 +1,7 @@
 """`fit --fine-labels W`: a second head that also learns the seven FER emotions.
 
-The shipped label set pools angry, disgust, fear and surprise into `other`, and a third
-of the sad faces the model misses go there or to neutral (README, issue 13). A second
+The shipped label set pools angry, disgust, fear and surprise into `other`, and a quarter
+to a third of the sad faces the models miss are called other (README, issue 13). A second
 Dense head on the same pooled features is trained on the seven FER emotions with weight
 W, so the features must keep fear and anger apart from sadness; the head is dropped after
 training, so the exported model, its size and its cost are those of the plain run.

@@ -368,11 +368,10 @@ issue13l() {
 issue13m() {
   # Session 24 (2026-12-07): a quarter to a third of the sad faces the models miss are
   # called other (angry, disgust, fear and surprise pooled), the rest mostly neutral or
-  # uncertain. (z) is (t)'s
-  # recipe with a second head trained on the seven FER emotions at loss weight 0.5
-  # (--fine-labels; dropped at export, so it costs a face what (t) does), to see whether
-  # features that must tell fear and anger apart from sadness serve the sad count; it
-  # compares with (t), which differs in nothing else. Carried like (t).
+  # uncertain. (z) is (t)'s recipe with a second head trained on the seven FER emotions
+  # at loss weight 0.5 (--fine-labels; dropped at export, so it costs a face what (t)
+  # does), to see whether features that must tell fear and anger apart from sadness serve
+  # the sad count; it compares with (t), which differs in nothing else. Carried like (t).
   carry_in
   run hsno-64-w2-cc-fine --labels hsno --size 64 --width 2 --epochs 50 --camera-copies 0.5 \
     --fine-labels 0.5 --version 2026.12-hsno64-w2-cc-fine --thresholds-against "${REF:-models}"

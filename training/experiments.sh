@@ -19,6 +19,7 @@
 #   bash training/experiments.sh issue13k  # session 24's: (t)'s recipe at width 3
 #   bash training/experiments.sh issue13l  # session 24's: (x) in (w)'s place of (o) or (t)
 #   bash training/experiments.sh issue13m  # session 24's: (t)'s recipe with a FER-7 head
+#   bash training/experiments.sh issue13n  # session 25's: (z) in (t)'s place in the shipped (w)
 #   bash training/experiments.sh labels    # the label-set comparison behind the shipped model
 #
 # EXTRA is appended to every fit (later options win): a smoke test of the whole recipe is
@@ -280,12 +281,17 @@ issue13i_members() {
   # Re-export, from their carried checkpoints, the runs the (t) ensembles need: (g), (t),
   # and (o) with what (o) needs ((m), and (n) its teacher); each finished run only
   # re-exports (~2-8 min), one already exported is left alone.
+  local t=$RUNS/hsno-64-w2-cc
+  exported "$t" || run hsno-64-w2-cc --labels hsno --size 64 --width 2 --epochs 50 \
+    --camera-copies 0.5 --version 2026.12-hsno64-w2-cc --thresholds-against "${REF:-models}"
+  issue13_o
+}
+
+issue13_o() {  # (o) re-exported, with (g) and (m) and (n), its teacher, first
   local g=$RUNS/hsno-64-w2-e50 m=$RUNS/hsno-64-w2-e50-s2 o=$RUNS/hsno-64-w2-kd
-  local t=$RUNS/hsno-64-w2-cc n=$RUNS/hsno-64-w2-ens2 ref=${REF:-models}
+  local n=$RUNS/hsno-64-w2-ens2 ref=${REF:-models}
   exported "$g" || run hsno-64-w2-e50 --labels hsno --size 64 --width 2 --epochs 50 \
     --version 2026.12-hsno64-w2-e50
-  exported "$t" || run hsno-64-w2-cc --labels hsno --size 64 --width 2 --epochs 50 \
-    --camera-copies 0.5 --version 2026.12-hsno64-w2-cc --thresholds-against "$ref"
   exported "$m" || run hsno-64-w2-e50-s2 --labels hsno --size 64 --width 2 --epochs 50 \
     --init-seed 2 --version 2026.12-hsno64-w2-e50-s2
   exported "$n" || run hsno-64-w2-ens2 --labels hsno --size 64 --zoom-views 1.0 \
@@ -380,6 +386,18 @@ issue13m() {
   if ! finished hsno-64-w2-cc-fine; then carry_out hsno-64-w2-cc-fine; fi
 }
 
+issue13n() {
+  # Session 25 (2026-12-07): (z) is (t) with the FER-7 head; (zo1) puts it in (t)'s place
+  # in the shipped (w) ((t) + (o), one view), so it compares with (w) as (z) does with (t).
+  # Needs (z) finished (issue13m); (o) and its chain only re-export.
+  carry_in
+  issue13_o
+  finished hsno-64-w2-cc-fine || { echo "issue13n: (z) has not finished; run issue13m" >&2; return 1; }
+  run hsno-64-w2-ens-zo1 --labels hsno --size 64 --zoom-views 1.0 --no-flip-average \
+    --members "$RUNS/hsno-64-w2-cc-fine,$RUNS/hsno-64-w2-kd" --version 2026.12-hsno64-w2-ens-zo1 \
+    --thresholds-against "${REF:-models}"
+}
+
 labels() {
   # Two lanes share the 2 cores: the shipped hsno run, and the comparison runs after each other.
   (
@@ -397,12 +415,12 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j | issue13k | issue13l | issue13m)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j | issue13k | issue13l | issue13m | issue13n)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|issue13n|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

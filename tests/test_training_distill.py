@@ -69,8 +69,10 @@ def test_a_distilling_run_trains_exports_and_resumes(tmp_path: Path) -> None:
     assert (student / "model.tflite").stat().st_size > 0
     state = json.loads((student / "checkpoint" / "state.json").read_text())
     assert state["options"]["teacher"] == str(teacher) and state["epoch"] == 1
-    # The checkpoint (with the registered distillation loss) resumes for a second epoch.
-    p = fit_tiny(data, student, "--epochs", "2", "--teacher", str(teacher), "--resume")
+    # The checkpoint (with the registered distillation loss) resumes for a second epoch,
+    # with the same teacher spelled another way (as from another RUNS= directory).
+    other_spelling = tmp_path / "data" / ".." / "teacher"
+    p = fit_tiny(data, student, "--epochs", "2", "--teacher", str(other_spelling), "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming" in p.stderr
     state = json.loads((student / "checkpoint" / "state.json").read_text())

@@ -389,8 +389,8 @@ issue13m() {
 issue13n() {
   # Session 25 (2026-12-07): (z) is (t) with the FER-7 head; (zo1) puts it in (t)'s place
   # in the shipped (w) ((t) + (o), one view), so it compares with (w) as (z) does with (t).
-  # Needs (z) finished (issue13m); (o) and its chain only re-export, and only with the
-  # default RUNS (../runs): fit refuses to resume (o) with a --teacher spelled otherwise.
+  # Needs (z) finished (issue13m); (o) and its chain only re-export (from any RUNS: fit
+  # matches (o)'s recorded --teacher by resolved path).
   carry_in
   issue13_o
   finished hsno-64-w2-cc-fine || { echo "issue13n: (z) has not finished; run issue13m" >&2; return 1; }

@@ -294,6 +294,14 @@ def refuse_past_deadline(opts: FitOptions) -> None:
         raise DeadlineReached(state["epoch"], opts.epochs)
 
 
+def _same_run(was: str | None, given: Path | None) -> bool:
+    """Whether a checkpoint's recorded --teacher and this one name the same directory: the
+    same run is often spelled two ways (`../runs/x` and `/work/runs/x`)."""
+    if was is None or given is None:
+        return was is None and given is None
+    return was == str(given) or Path(was).resolve() == given.resolve()
+
+
 def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     """Train (or resume) and return the model with the best validation weights."""
     import keras
@@ -315,7 +323,7 @@ def train(opts: FitOptions, prep: Prepared) -> tuple[Any, dict[str, Any]]:
     steps = opts.epochs * int(np.ceil(len(prep.y_train) / opts.batch))
     if state is not None:
         was = state.get("options", {}).get("teacher")
-        if was != (str(opts.teacher) if opts.teacher else None):
+        if not _same_run(was, opts.teacher):
             # The checkpoint's loss expects (or lacks) the teacher's logits in its targets.
             raise ValueError(f"{opts.out} was trained with --teacher {was}; resume it with"
                              " the same --teacher")

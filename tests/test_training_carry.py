@@ -16,8 +16,9 @@ pytest.importorskip("tensorflow", reason="training tests need the [train] extra"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def recipe(*args: str, runs: Path, carry: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RUNS": str(runs), "CARRY": str(carry)}
+def recipe(*args: str, runs: Path, carry: Path,
+           **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RUNS": str(runs), "CARRY": str(carry), **env_extra}
     return subprocess.run(["bash", str(ROOT / "training" / "experiments.sh"), *args],
                           capture_output=True, text=True, env=env, timeout=120)
 
@@ -71,3 +72,27 @@ def test_stopped_by_deadline_then_carried_resumes_at_the_carried_epoch(tmp_path:
 
     p = recipe("carry-out", "missing", runs=second, carry=carry)
     assert p.returncode == 1 and "holds no checkpoint" in p.stderr
+
+    # A checkpoint past CARRY_PART_BYTES (a width-3 one is 5 MB) is carried in parts, each
+    # within the limit, and joined back byte for byte; a later carry-out leaves no stale part.
+    parts, third = tmp_path / "carry-parts", tmp_path / "session3"
+    p = recipe("carry-out", "r", runs=second, carry=parts, CARRY_PART_BYTES="65536")
+    assert p.returncode == 0 and "r at epoch 2" in p.stdout, p.stderr
+    names = sorted(f.name for f in (parts / "r").iterdir())
+    assert "state.json" in names and "last.keras" not in names and "best.weights.h5" not in names
+    assert {"last.keras.part-000", "last.keras.part-001", "best.weights.h5.part-000"} <= set(names)
+    assert all(f.stat().st_size <= 65536 for f in (parts / "r").iterdir() if ".part-" in f.name)
+    p = recipe("carry-in", runs=third, carry=parts)
+    assert p.returncode == 0 and "carry-in: r at epoch 2" in p.stdout, p.stderr
+    for name in ("last.keras", "best.weights.h5", "state.json"):
+        carried = (third / "r" / "checkpoint" / name).read_bytes()
+        assert carried == (second / "r" / "checkpoint" / name).read_bytes(), name
+    assert sorted(f.name for f in (third / "r" / "checkpoint").iterdir()) == [
+        "best.weights.h5", "last.keras", "state.json"]
+    p = recipe("carry-out", "r", runs=second, carry=parts)  # whole again under the default
+    assert p.returncode == 0
+    assert sorted(f.name for f in (parts / "r").iterdir()) == [
+        "best.weights.h5", "last.keras", "state.json"]
+    p = fit_tiny(data, third / "r", "--epochs", "3", "--resume")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resuming {third / 'r'} from epoch 2" in p.stderr

@@ -172,8 +172,20 @@ issue13e() {
 # session is stopped, its checkpoint (weights, optimizer state, run state: 4.8 MB at width
 # 2) copied into training/carry/RUN with carry-out and committed, and the next session's
 # carry_in puts it back, after which --resume goes on from the epoch it reached. Stop the
-# run first: its three files are written one after another at each epoch's end.
+# run first: its three files are written one after another at each epoch's end. A file
+# past CARRY_PART_BYTES (a width-3 checkpoint is 5 MB) is carried in parts FILE.part-NNN,
+# so no tracked file outgrows what the project keeps; carry_in joins them back, byte for byte.
 CARRY=${CARRY:-training/carry}
+CARRY_PART_BYTES=${CARRY_PART_BYTES:-2500000}
+carry_file() {  # carry_file SRC DIR: copy SRC into DIR, in parts when it is large
+  local name; name=$(basename "$1")
+  rm -f "$2/$name" "$2/$name".part-*
+  if [ "$(stat -c %s "$1")" -gt "$CARRY_PART_BYTES" ]; then
+    split -b "$CARRY_PART_BYTES" -d -a 3 "$1" "$2/$name.part-"
+  else
+    cp "$1" "$2/"
+  fi
+}
 carry_out() {
   local r src
   for r in "$@"; do
@@ -182,8 +194,12 @@ carry_out() {
       echo "carry-out: $src holds no checkpoint" >&2; return 1
     fi
     mkdir -p "$CARRY/$r"
-    cp "$src/state.json" "$src/last.keras" "$CARRY/$r/"
-    if [ -f "$src/best.weights.h5" ]; then cp "$src/best.weights.h5" "$CARRY/$r/"; fi
+    rm -f "$CARRY/$r/best.weights.h5" "$CARRY/$r/best.weights.h5".part-*
+    cp "$src/state.json" "$CARRY/$r/"  # never in parts: it marks a carried run
+    carry_file "$src/last.keras" "$CARRY/$r" || return 1
+    if [ -f "$src/best.weights.h5" ]; then
+      carry_file "$src/best.weights.h5" "$CARRY/$r" || return 1
+    fi
     echo "carry-out: $r at epoch $(epoch_of "$CARRY/$r/state.json") -> $CARRY/$r"
   done
 }
@@ -199,7 +215,7 @@ finished() {  # finished RUN: its checkpoint reached the epochs it was started f
   [ "$n" -gt 0 ] && [ "$e" -ge "$n" ]
 }
 carry_in() {
-  local d r dst
+  local d r dst f
   for d in "$CARRY"/*/; do
     [ -f "$d/state.json" ] || continue
     r=$(basename "$d"); dst=$RUNS/$r/checkpoint
@@ -207,7 +223,13 @@ carry_in() {
     if [ "$(epoch_of "$dst/state.json")" -ge "$(epoch_of "$d/state.json")" ]; then continue; fi
     mkdir -p "$dst"
     rm -f "$dst/best.weights.h5"
-    cp "$d"/* "$dst/"
+    for f in "$d"*; do
+      case $f in
+        *.part-000) cat "${f%-000}"-* > "$dst/$(basename "${f%.part-000}")" ;;
+        *.part-*) ;;
+        *) cp "$f" "$dst/" ;;
+      esac
+    done
     echo "carry-in: $r at epoch $(epoch_of "$dst/state.json")"
   done
 }

@@ -463,12 +463,12 @@ labels() {
 
 recipe=${1:-issue13}
 case "$recipe" in
-  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j | issue13k | issue13l | issue13m | issue13n)
+  issue13 | issue13b | issue13c | issue13d | issue13e | issue13f | issue13g | issue13h | issue13i | issue13j | issue13k | issue13l | issue13m | issue13n | issue13o)
     "$recipe" 2>&1 | tee -a "$RUNS/issue13.log" ;;
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|issue13n|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|issue13n|issue13o|labels|carry-out RUN...|carry-in|finished RUN]" >&2
      exit 2 ;;
 esac

@@ -375,8 +375,7 @@ issue13k() {
   # compares with (t), which differs in nothing else; its mirror view keeps it at two
   # invokes a face. A step costs 1.26x width 2's (`moodcam-train budget --size 64 --widths
   # 2,3 --train-steps 20`: 282 against 224 ms), x1.5 for the copies (211 s an epoch on
-  # idle cores, ~3 h in all). Its checkpoint (5 MB a file) is too large to carry in git:
-  # run it where a session gives it ~3 h, or where RUNS survives between sessions.
+  # idle cores, ~3 h in all). Its checkpoint (5 MB a file) is carried in parts (carry_out).
   carry_in
   run hsno-64-w3-cc --labels hsno --size 64 --width 3 --epochs 50 --camera-copies 0.5 \
     --version 2026.12-hsno64-w3-cc --thresholds-against "${REF:-models}"

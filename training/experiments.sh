@@ -42,9 +42,11 @@ run() {
   local stop=()
   if [ -n "${STOP_BY:-}" ]; then stop=(--stop-by "$STOP_BY"); fi
   echo "=== $(date -u +%FT%TZ) start $out $*"
+  # Camera copies are kept by key in one directory, so runs of the same faces, fraction,
+  # seed and framing ((t), (z), (y), ...) detect them once between them.
   # shellcheck disable=SC2086  # PIN (a CPU pinning prefix) and EXTRA are word lists
   ${PIN:-} .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" \
-    "${stop[@]}" ${EXTRA:-}
+    --copies-cache "$RUNS/camera-copies" "${stop[@]}" ${EXTRA:-}
   local rc=$?  # before the echo's $(date) resets $?
   echo "=== $(date -u +%FT%TZ) end $out exit $rc"
 }
@@ -415,12 +417,7 @@ issue13o() {
   # in one graph, mirror views, ten invokes a face: far past the budget, never shipped, a
   # ceiling for what more of the same models buys. Needs no training: re-exports only.
   carry_in
-  local d c=$RUNS/hsno-64-w3-cc/camera_copies.npz t=$RUNS/hsno-64-w2-cc z=$RUNS/hsno-64-w2-cc-fine
-  # (t)'s and (z)'s camera copies share (y)'s key (same seed, fraction and framing): reuse
-  # (y)'s if made, rather than detect ~12,900 faces twice more (fit remakes them otherwise).
-  for d in "$t" "$z"; do
-    if [ -f "$c" ] && [ ! -f "$d/camera_copies.npz" ]; then mkdir -p "$d"; cp "$c" "$d/"; fi
-  done
+  local z=$RUNS/hsno-64-w2-cc-fine
   issue13i_members  # (t), then (o) with its chain
   exported "$z" || run hsno-64-w2-cc-fine --labels hsno --size 64 --width 2 --epochs 50 \
     --camera-copies 0.5 --fine-labels 0.5 --version 2026.12-hsno64-w2-cc-fine \

@@ -12,6 +12,7 @@
 #   bash training/experiments.sh carry-out RUN...  # copy stopped runs' checkpoints into training/carry
 #   bash training/experiments.sh carry-in          # and back into RUNS (issue13f does it first)
 #   bash training/experiments.sh finished RUN      # exit 0 once RUN reached its planned epochs
+#   bash training/experiments.sh judge RUN         # its validation figures, beside it
 #   bash training/experiments.sh issue13g  # session 17's: ensembles of (o) with (g) and (m)
 #   bash training/experiments.sh issue13h  # session 18's: (g) with camera-path copies of faces
 #   bash training/experiments.sh issue13i  # session 20's: ensembles of (t) with (g) and (o)
@@ -37,7 +38,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/fer2013.zip}
 RUNS=${RUNS:-../runs}
 mkdir -p "$RUNS"
-. training/runlib.sh  # run, carry_out, carry_in, finished, exported
+. training/runlib.sh  # run, carry_out, carry_in, finished, exported, judge
 
 issue13() {
   # Aligned runs share one landmark cache: YuNet runs once over the 35k faces.
@@ -301,7 +302,7 @@ issue13k() {
   carry_in
   run hsno-64-w3-cc --labels hsno --size 64 --width 3 --epochs 50 --camera-copies 0.5 \
     --version 2026.12-hsno64-w3-cc --thresholds-against "${REF:-models}"
-  if ! finished hsno-64-w3-cc; then carry_out hsno-64-w3-cc; fi
+  if finished hsno-64-w3-cc; then judge hsno-64-w3-cc; else carry_out hsno-64-w3-cc; fi
 }
 
 issue13l() {
@@ -383,7 +384,8 @@ case "$recipe" in
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
+  judge) judge "${2:?usage: $0 judge RUN}" ;;
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|issue13n|issue13o|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|issue13n|issue13o|labels|carry-out RUN...|carry-in|finished RUN|judge RUN]" >&2
      exit 2 ;;
 esac

@@ -84,3 +84,22 @@ carry_in() {
 }
 
 exported() { [ -f "$1/manifest.json" ]; }  # exported RUN_DIR: the run wrote its model
+
+# judge RUN: the figures a run is judged by, all on validation, written beside it once
+# (judge-crops.json, judge-camera.json, judge-rule.json), so that a run finishing in a
+# session nobody watches is judged there too; read them with the README's (t) rows.
+judge() {
+  local d=$RUNS/$1 t=.venv/bin/moodcam-train
+  exported "$d" || { echo "judge: $d has no exported model" >&2; return 1; }
+  once "$d/judge-crops.json" $t evaluate --model "$d" --data "$DATA" --split validation \
+    --json || return 1
+  once "$d/judge-camera.json" $t evaluate --model "$d" --data "$DATA" --split validation \
+    --camera --frame-seeds 0,1,2 --json || return 1
+  once "$d/judge-rule.json" $t rule --model "$d" --data "$DATA" || return 1
+  echo "judge: $1 -> $d/judge-*.json"
+}
+once() {  # once FILE CMD...: CMD's output into FILE, unless an earlier call wrote it
+  local f=$1; shift
+  [ -s "$f" ] && return 0
+  "$@" > "$f.tmp" && mv "$f.tmp" "$f"
+}

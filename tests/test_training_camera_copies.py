@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from device.manifest import Preprocessing
-from training.camera_copies import cached_copies, camera_copies
+from training.camera_copies import cached_copies, camera_copies, copies_key
 from training.data import load_splits, to_array
 from training.fit import FitOptions, prepare
 
@@ -44,19 +44,34 @@ def test_a_copy_is_its_own_face_found_in_a_frame(fer_zip: Path, yunet_path: Path
 
 
 def test_copies_are_cached_by_the_options_that_made_them(tmp_path: Path) -> None:
-    cache = tmp_path / "camera_copies.npz"
     made = (np.array([2, 5]), np.full((2, 8, 8), 7, np.uint8))
-    idx, copies = cached_copies(cache, {"fraction": 0.5}, lambda: made)
-    assert cache.exists() and np.array_equal(copies, made[1])
+    idx, copies = cached_copies(tmp_path, {"fraction": 0.5}, lambda: made)
+    assert np.array_equal(copies, made[1])
 
     def refuse() -> tuple[np.ndarray, np.ndarray]:
         raise AssertionError("made again although the cache holds them")
 
-    idx2, copies2 = cached_copies(cache, {"fraction": 0.5}, refuse)  # a resumed run
+    idx2, copies2 = cached_copies(tmp_path, {"fraction": 0.5}, refuse)  # a resumed run
     assert np.array_equal(idx2, idx) and np.array_equal(copies2, copies)
     other = (np.array([1]), np.zeros((1, 8, 8), np.uint8))
-    idx3, _ = cached_copies(cache, {"fraction": 0.25}, lambda: other)
+    idx3, _ = cached_copies(tmp_path, {"fraction": 0.25}, lambda: other)
     assert idx3.tolist() == [1]
+    # Each key keeps its own file: runs sharing a directory do not evict each other's.
+    assert np.array_equal(cached_copies(tmp_path, {"fraction": 0.5}, refuse)[1], copies)
+    assert len(list(tmp_path.glob("camera_copies-*.npz"))) == 2
+    assert not list(tmp_path.glob("*.tmp.npz"))
+
+
+def test_the_key_holds_the_faces_themselves() -> None:
+    pre = Preprocessing(size=64, crop_scale=1.0)
+    faces = [np.full((48, 48), v, np.uint8) for v in (10, 20, 30)]
+    key = copies_key(faces, 0.5, 1, pre)
+    assert copies_key([f.copy() for f in faces], 0.5, 1, pre) == key
+    # Same count, other pixels or order: other copies (they are filed by position).
+    assert copies_key([faces[0], faces[1], faces[1]], 0.5, 1, pre) != key
+    assert copies_key(faces[::-1], 0.5, 1, pre) != key
+    assert copies_key(faces, 0.5, 2, pre) != key
+    assert copies_key(faces, 0.5, 1, Preprocessing(size=64, crop_scale=1.1)) != key
 
 
 def test_fit_trains_the_copies_with_their_faces_labels(fer_zip: Path, yunet_path: Path,
@@ -72,6 +87,30 @@ def test_fit_trains_the_copies_with_their_faces_labels(fer_zip: Path, yunet_path
     # Training and validation faces as without copies: the same split, so runs compare.
     assert np.array_equal(prep.x_train[:n], plain.x_train)
     assert np.array_equal(prep.x_val, plain.x_val) and np.array_equal(prep.y_val, plain.y_val)
-    with np.load(opts.out / "camera_copies.npz") as z:
+    (cache,) = opts.out.glob("camera_copies-*.npz")
+    with np.load(cache) as z:
         idx = z["idx"]
     assert np.array_equal(prep.y_train[n:], plain.y_train[idx])
+
+
+def test_runs_given_one_copies_cache_share_their_copies(
+        fer_zip: Path, yunet_path: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = tmp_path / "camera-copies"
+    first = FitOptions(data=fer_zip, out=tmp_path / "a", max_per_class=30, size=48,
+                       camera_copies=0.5, copies_cache=shared)
+    made = prepare(first, yunet_path)
+    assert len(list(shared.glob("camera_copies-*.npz"))) == 1
+    assert not (first.out / "camera_copies.npz").exists()
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("detected again although the shared cache holds them")
+
+    # Another run (a width 3 of the same faces) finds them made; other faces do not.
+    monkeypatch.setattr("training.camera_copies.camera_copies", refuse)
+    again = prepare(FitOptions(data=fer_zip, out=tmp_path / "b", max_per_class=30, size=48,
+                               width=3, camera_copies=0.5, copies_cache=shared), yunet_path)
+    assert np.array_equal(again.x_train, made.x_train)
+    with pytest.raises(AssertionError, match="detected again"):
+        prepare(FitOptions(data=fer_zip, out=tmp_path / "c", max_per_class=20, size=48,
+                           camera_copies=0.5, copies_cache=shared), yunet_path)

@@ -11,7 +11,10 @@ validation frames stay unseen.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,19 +55,38 @@ def camera_copies(images: list[np.ndarray], fraction: float, seed: int,
     return np.asarray(idx, np.int64), copies
 
 
-def cached_copies(cache: Path, key: dict[str, Any],
+def copies_key(images: list[np.ndarray], fraction: float, seed: int,
+               pre: Preprocessing) -> dict[str, Any]:
+    """What camera copies depend on: the options, and the training faces themselves (by
+    digest, in order, since the copies are filed by position), so a cache shared by runs
+    never hands one data set's copies to another."""
+    digest = hashlib.sha256()
+    for im in images:
+        digest.update(repr(im.shape).encode())
+        digest.update(np.ascontiguousarray(im).tobytes())
+    return {"fraction": fraction, "seed": seed, "faces": len(images),
+            "data": digest.hexdigest(), "preprocessing": pre.model_dump_json()}
+
+
+def cached_copies(cache_dir: Path, key: dict[str, Any],
                   make: Callable[[], tuple[np.ndarray, np.ndarray]]
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The copies stored in `cache` when they were made with `key`; else made and stored,
-    so a resumed run does not detect every face again."""
+    """The copies stored in `cache_dir` under `key`; else made and stored there. A resumed
+    run does not detect every face again, and runs given one `--copies-cache` directory
+    share copies made with the same key (each key its own file, so none evicts another)."""
     want = repr(sorted(key.items()))
+    name = hashlib.sha256(want.encode()).hexdigest()[:16]
+    cache = cache_dir / f"camera_copies-{name}.npz"
     if cache.exists():
         with np.load(cache) as z:
             if str(z["key"]) == want:
                 return z["idx"], z["copies"]
-        log.info("camera copies: %s was made with other options; making them again", cache)
+        log.info("camera copies: %s holds another key; making them again", cache)
     idx, copies = make()
-    tmp = cache.with_name(cache.name + ".tmp.npz")
-    np.savez_compressed(tmp, key=np.array(want), idx=idx, copies=copies)
-    tmp.replace(cache)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # A name of its own per writer: two runs sharing the directory may finish together.
+    fd, tmp = tempfile.mkstemp(prefix=cache.name + ".", suffix=".tmp.npz", dir=cache_dir)
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(f, key=np.array(want), idx=idx, copies=copies)
+    Path(tmp).replace(cache)
     return idx, copies

@@ -12,6 +12,7 @@
 #   bash training/experiments.sh carry-out RUN...  # copy stopped runs' checkpoints into training/carry
 #   bash training/experiments.sh carry-in          # and back into RUNS (issue13f does it first)
 #   bash training/experiments.sh finished RUN      # exit 0 once RUN reached its planned epochs
+#   bash training/experiments.sh judge RUN         # its validation figures, beside it
 #   bash training/experiments.sh issue13g  # session 17's: ensembles of (o) with (g) and (m)
 #   bash training/experiments.sh issue13h  # session 18's: (g) with camera-path copies of faces
 #   bash training/experiments.sh issue13i  # session 20's: ensembles of (t) with (g) and (o)
@@ -37,17 +38,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/fer2013.zip}
 RUNS=${RUNS:-../runs}
 mkdir -p "$RUNS"
-run() {
-  local out=$1; shift
-  local stop=()
-  if [ -n "${STOP_BY:-}" ]; then stop=(--stop-by "$STOP_BY"); fi
-  echo "=== $(date -u +%FT%TZ) start $out $*"
-  # shellcheck disable=SC2086  # PIN (a CPU pinning prefix) and EXTRA are word lists
-  ${PIN:-} .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" \
-    "${stop[@]}" ${EXTRA:-}
-  local rc=$?  # before the echo's $(date) resets $?
-  echo "=== $(date -u +%FT%TZ) end $out exit $rc"
-}
+. training/runlib.sh  # run, carry_out, carry_in, finished, exported, judge
 
 issue13() {
   # Aligned runs share one landmark cache: YuNet runs once over the 35k faces.
@@ -169,72 +160,6 @@ issue13e() {
   fi
 }
 
-# Run directories do not outlive a session here; only commits do. So a run longer than a
-# session is stopped, its checkpoint (weights, optimizer state, run state: 4.8 MB at width
-# 2) copied into training/carry/RUN with carry-out and committed, and the next session's
-# carry_in puts it back, after which --resume goes on from the epoch it reached. Stop the
-# run first: its three files are written one after another at each epoch's end. A file
-# past CARRY_PART_BYTES (a width-3 checkpoint is 5 MB) is carried in parts FILE.part-NNN,
-# so no tracked file outgrows what the project keeps; carry_in joins them back, byte for byte.
-CARRY=${CARRY:-training/carry}
-CARRY_PART_BYTES=${CARRY_PART_BYTES:-2500000}
-carry_file() {  # carry_file SRC DIR: copy SRC into DIR, in parts when it is large
-  local name; name=$(basename "$1")
-  rm -f "$2/$name" "$2/$name".part-*
-  if [ "$(stat -c %s "$1")" -gt "$CARRY_PART_BYTES" ]; then
-    split -b "$CARRY_PART_BYTES" -d -a 3 "$1" "$2/$name.part-"
-  else
-    cp "$1" "$2/"
-  fi
-}
-carry_out() {
-  local r src
-  for r in "$@"; do
-    src=$RUNS/$r/checkpoint
-    if [ ! -f "$src/state.json" ] || [ ! -f "$src/last.keras" ]; then
-      echo "carry-out: $src holds no checkpoint" >&2; return 1
-    fi
-    mkdir -p "$CARRY/$r"
-    rm -f "$CARRY/$r/best.weights.h5" "$CARRY/$r/best.weights.h5".part-*
-    cp "$src/state.json" "$CARRY/$r/"  # never in parts: it marks a carried run
-    carry_file "$src/last.keras" "$CARRY/$r" || return 1
-    if [ -f "$src/best.weights.h5" ]; then
-      carry_file "$src/best.weights.h5" "$CARRY/$r" || return 1
-    fi
-    echo "carry-out: $r at epoch $(epoch_of "$CARRY/$r/state.json") -> $CARRY/$r"
-  done
-}
-progress() {  # progress STATE.json: "EPOCH PLANNED" from a run state, "-1 0" without one
-  python3 -c 'import json,sys
-try: s=json.load(open(sys.argv[1]))
-except OSError: s={"epoch":-1}
-print(s["epoch"], s.get("options",{}).get("epochs",0))' "$1"
-}
-epoch_of() { local e n; read -r e n < <(progress "$1"); echo "$e"; }
-finished() {  # finished RUN: its checkpoint reached the epochs it was started for
-  local e n; read -r e n < <(progress "$RUNS/$1/checkpoint/state.json")
-  [ "$n" -gt 0 ] && [ "$e" -ge "$n" ]
-}
-carry_in() {
-  local d r dst f
-  for d in "$CARRY"/*/; do
-    [ -f "$d/state.json" ] || continue
-    r=$(basename "$d"); dst=$RUNS/$r/checkpoint
-    # A run directory that got further (this session's own) is never rolled back.
-    if [ "$(epoch_of "$dst/state.json")" -ge "$(epoch_of "$d/state.json")" ]; then continue; fi
-    mkdir -p "$dst"
-    rm -f "$dst/best.weights.h5"
-    for f in "$d"*; do
-      case $f in
-        *.part-000) cat "${f%-000}"-* > "$dst/$(basename "${f%.part-000}")" ;;
-        *.part-*) ;;
-        *) cp "$f" "$dst/" ;;
-      esac
-    done
-    echo "carry-in: $r at epoch $(epoch_of "$dst/state.json")"
-  done
-}
-
 issue13f() {
   # Session 13 (2026-12-04), on a machine where a width-2 step at 64 px costs 685 ms
   # (`moodcam-train budget --size 64 --widths 2 --train-steps 20`): (g)'s 50 epochs take
@@ -297,8 +222,6 @@ issue13h() {
     --version 2026.12-hsno64-w2-cc --thresholds-against models
   if ! finished hsno-64-w2-cc; then carry_out hsno-64-w2-cc; fi
 }
-
-exported() { [ -f "$1/manifest.json" ]; }  # exported RUN_DIR: the run wrote its model
 
 issue13i_members() {
   # Re-export, from their carried checkpoints, the runs the (t) ensembles need: (g), (t),
@@ -379,7 +302,7 @@ issue13k() {
   carry_in
   run hsno-64-w3-cc --labels hsno --size 64 --width 3 --epochs 50 --camera-copies 0.5 \
     --version 2026.12-hsno64-w3-cc --thresholds-against "${REF:-models}"
-  if ! finished hsno-64-w3-cc; then carry_out hsno-64-w3-cc; fi
+  if finished hsno-64-w3-cc; then judge hsno-64-w3-cc; else carry_out hsno-64-w3-cc; fi
 }
 
 issue13l() {
@@ -415,12 +338,7 @@ issue13o() {
   # in one graph, mirror views, ten invokes a face: far past the budget, never shipped, a
   # ceiling for what more of the same models buys. Needs no training: re-exports only.
   carry_in
-  local d c=$RUNS/hsno-64-w3-cc/camera_copies.npz t=$RUNS/hsno-64-w2-cc z=$RUNS/hsno-64-w2-cc-fine
-  # (t)'s and (z)'s camera copies share (y)'s key (same seed, fraction and framing): reuse
-  # (y)'s if made, rather than detect ~12,900 faces twice more (fit remakes them otherwise).
-  for d in "$t" "$z"; do
-    if [ -f "$c" ] && [ ! -f "$d/camera_copies.npz" ]; then mkdir -p "$d"; cp "$c" "$d/"; fi
-  done
+  local z=$RUNS/hsno-64-w2-cc-fine
   issue13i_members  # (t), then (o) with its chain
   exported "$z" || run hsno-64-w2-cc-fine --labels hsno --size 64 --width 2 --epochs 50 \
     --camera-copies 0.5 --fine-labels 0.5 --version 2026.12-hsno64-w2-cc-fine \
@@ -466,7 +384,8 @@ case "$recipe" in
   carry-out) shift; carry_out "$@" ;;
   carry-in) carry_in ;;
   finished) finished "${2:?usage: $0 finished RUN}" ;;  # exit 0 once RUN reached its epochs
+  judge) judge "${2:?usage: $0 judge RUN}" ;;
   labels) labels ;;
-  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|issue13n|issue13o|labels|carry-out RUN...|carry-in|finished RUN]" >&2
+  *) echo "usage: $0 [issue13|issue13b|issue13c|issue13d|issue13e|issue13f|issue13g|issue13h|issue13i|issue13j|issue13k|issue13l|issue13m|issue13n|issue13o|labels|carry-out RUN...|carry-in|finished RUN|judge RUN]" >&2
      exit 2 ;;
 esac

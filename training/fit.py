@@ -77,6 +77,7 @@ class FitOptions:
     # Fraction of training faces trained a second time as the camera path crops them
     # (training/camera_copies.py); 0 = off
     camera_copies: float = 0.0
+    copies_cache: Path | None = None  # their cache directory, shared by key (default: run dir)
     # Weight of a second head's loss on the seven FER emotions (training/finelabels.py);
     # the head is dropped at export. 0 = off
     fine_labels: float = 0.0
@@ -170,12 +171,12 @@ def _aligned(opts: FitOptions, images: list[np.ndarray], va: np.ndarray,
 def _with_copies(opts: FitOptions, train_images: list[np.ndarray], x_tr: np.ndarray,
                  val_images: list[np.ndarray], extra: dict[str, Any],
                  detector: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """The training faces with camera copies appended (cached in the run directory),
-    cropped with the framing the device will use (measured on validation, as export
-    does), and the training positions the copies were made of."""
+    """The training faces with camera copies appended (cached by key in --copies-cache or
+    the run directory), cropped with the framing the device will use (measured on
+    validation, as export does), and the training positions the copies were made of."""
     from device.detect import find_yunet
     from device.manifest import Preprocessing
-    from training.camera_copies import cached_copies, camera_copies
+    from training.camera_copies import cached_copies, camera_copies, copies_key
     from training.framing import measure_framing
 
     path = find_yunet(detector)
@@ -189,11 +190,9 @@ def _with_copies(opts: FitOptions, train_images: list[np.ndarray], x_tr: np.ndar
             framing = measure_framing(val_images, path)
         pre = Preprocessing(size=opts.size, crop_scale=framing["crop_scale"],
                             crop_shift_y=framing["crop_shift_y"])
-    key = {"fraction": opts.camera_copies, "seed": opts.seed, "faces": len(train_images),
-           "preprocessing": pre.model_dump_json()}
-    opts.out.mkdir(parents=True, exist_ok=True)
+    key = copies_key(train_images, opts.camera_copies, opts.seed, pre)
     idx, copies = cached_copies(
-        opts.out / "camera_copies.npz", key,
+        opts.copies_cache or opts.out, key,
         lambda: camera_copies(train_images, opts.camera_copies, opts.seed, pre, path))
     return np.concatenate([x_tr, copies]), idx
 

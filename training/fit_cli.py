@@ -58,6 +58,9 @@ def add_fit_args(f: argparse.ArgumentParser) -> None:
     f.add_argument("--camera-copies", type=float, default=0.0, metavar="FRACTION",
                    help="also train this fraction of the training faces as the device's"
                         " camera path crops them (placed in a frame, found by YuNet)")
+    f.add_argument("--copies-cache", type=Path, metavar="DIR",
+                   help="keep camera copies here, shared by runs made with the same"
+                        " faces, fraction, seed and framing (default: the run directory)")
     f.add_argument("--fine-labels", type=float, default=0.0, metavar="WEIGHT",
                    help="also train a second head on the seven FER emotions with this loss"
                         " weight (e.g. 0.5); it is dropped at export. 0 = off")
@@ -113,4 +116,5 @@ def fit_options(a: argparse.Namespace) -> FitOptions:
         distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
         members=a.members, stop_by=a.stop_by,
         thresholds_against=a.thresholds_against, camera_copies=a.camera_copies,
+        copies_cache=a.copies_cache,
         fine_labels=a.fine_labels)

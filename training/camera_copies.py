@@ -86,7 +86,12 @@ def cached_copies(cache_dir: Path, key: dict[str, Any],
     cache_dir.mkdir(parents=True, exist_ok=True)
     # A name of its own per writer: two runs sharing the directory may finish together.
     fd, tmp = tempfile.mkstemp(prefix=cache.name + ".", suffix=".tmp.npz", dir=cache_dir)
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(f, key=np.array(want), idx=idx, copies=copies)
-    Path(tmp).replace(cache)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, key=np.array(want), idx=idx, copies=copies)
+        Path(tmp).replace(cache)
+    except BaseException:
+        # A full disk leaves no half-written file behind to fill it further.
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return idx, copies

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 from device.align import face_crop
 from device.manifest import Preprocessing
 from device.preprocess import resize_face
+from training.atomic import replacing
 
 log = logging.getLogger(__name__)
 COPY_SEED_OFFSET = 7919  # frame seed = fit seed + this: never the evaluation's 0, 1, 2
@@ -84,14 +83,7 @@ def cached_copies(cache_dir: Path, key: dict[str, Any],
         log.info("camera copies: %s holds another key; making them again", cache)
     idx, copies = make()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # A name of its own per writer: two runs sharing the directory may finish together.
-    fd, tmp = tempfile.mkstemp(prefix=cache.name + ".", suffix=".tmp.npz", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, key=np.array(want), idx=idx, copies=copies)
-        Path(tmp).replace(cache)
-    except BaseException:
-        # A full disk leaves no half-written file behind to fill it further.
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # A file object, so numpy adds no suffix of its own to the temporary name.
+    with replacing(cache) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, key=np.array(want), idx=idx, copies=copies)
     return idx, copies

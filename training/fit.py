@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from training.atomic import replacing
 from training.augment import AugmentConfig, augment_batch
 from training.data import (
     FER_EMOTIONS,
@@ -214,16 +214,13 @@ class Checkpointer:
         return read_state(self.dir.parent)
 
     def save(self, model: Any, state: dict[str, Any], best: bool) -> None:
-        tmp = self.dir / "last.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, self.model_path)
+        with replacing(self.model_path) as tmp:
+            model.save(tmp)
         if best:
-            tmpw = self.dir / "best.tmp.weights.h5"
-            model.save_weights(tmpw)
-            os.replace(tmpw, self.best_path)
-        tmps = self.state_path.with_suffix(".tmp")
-        tmps.write_text(json.dumps(state, indent=1))
-        os.replace(tmps, self.state_path)
+            with replacing(self.best_path) as tmp:
+                model.save_weights(tmp)
+        with replacing(self.state_path) as tmp:
+            tmp.write_text(json.dumps(state, indent=1))
 
 
 def _dataset(tf: Any, x: np.ndarray, y: np.ndarray, n_classes: int, batch: int,

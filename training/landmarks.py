@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from device.align import align_face, eye_geometry
 from device.detect import FaceDetector
 from device.manifest import Preprocessing
 from device.preprocess import face_tensor, resize_face, to_gray
+from training.atomic import replacing
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,8 @@ class LandmarkCache:
             return
         keys = np.array(list(self.table), dtype="U40")
         points = np.stack(list(self.table.values())) if self.table else np.zeros((0, 5, 2))
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez_compressed(tmp, keys=keys, points=points)
-        os.replace(tmp, self.path)
+        with replacing(self.path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, keys=keys, points=points)
         self._dirty = False
 
 

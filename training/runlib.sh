@@ -7,12 +7,16 @@ run() {
   local out=$1; shift
   local stop=()
   if [ -n "${STOP_BY:-}" ]; then stop=(--stop-by "$STOP_BY"); fi
-  echo "=== $(date -u +%FT%TZ) start $out $*"
   # Camera copies are kept by key in one directory, so runs of the same faces, fraction,
   # seed and framing ((t), (z), (y), ...) detect them once between them.
+  local copies=()
+  case " $* ${EXTRA:-} " in
+    *" --camera-copies "*) copies=(--copies-cache "$RUNS/camera-copies") ;;
+  esac
+  echo "=== $(date -u +%FT%TZ) start $out $*"
   # shellcheck disable=SC2086  # PIN (a CPU pinning prefix) and EXTRA are word lists
   ${PIN:-} .venv/bin/moodcam-train fit --data "$DATA" --out "$RUNS/$out" --resume "$@" \
-    --copies-cache "$RUNS/camera-copies" "${stop[@]}" ${EXTRA:-}
+    "${copies[@]}" "${stop[@]}" ${EXTRA:-}
   local rc=$?  # before the echo's $(date) resets $?
   echo "=== $(date -u +%FT%TZ) end $out exit $rc"
 }

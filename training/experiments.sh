@@ -299,9 +299,11 @@ issue13k() {
   # invokes a face. A step costs 1.26x width 2's (`moodcam-train budget --size 64 --widths
   # 2,3 --train-steps 20`: 282 against 224 ms), x1.5 for the copies (211 s an epoch on
   # idle cores, ~3 h in all). Its checkpoint (5 MB a file) is carried in parts (carry_out).
+  # --zoom-views 1.0: left to choose, fit took the 0.9 zoom too on validation (+0.1 point),
+  # four invokes a face, past the budget (2026-12-08); carried finished, so this re-exports.
   carry_in
   run hsno-64-w3-cc --labels hsno --size 64 --width 3 --epochs 50 --camera-copies 0.5 \
-    --version 2026.12-hsno64-w3-cc --thresholds-against "${REF:-models}"
+    --zoom-views 1.0 --version 2026.12-hsno64-w3-cc --thresholds-against "${REF:-models}"
   if finished hsno-64-w3-cc; then judge hsno-64-w3-cc; else carry_out hsno-64-w3-cc; fi
 }
 
